@@ -1,0 +1,265 @@
+package llm
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Backend types accepted in Config.Type.
+const (
+	TypeDify   = "dify"
+	TypeOpenAI = "openai"
+)
+
+// Dify app modes accepted in Config.DifyMode.
+const (
+	// DifyModeChat covers Chatbot, Agent and Chatflow apps
+	// (POST /chat-messages). It is the default.
+	DifyModeChat = "chat"
+	// DifyModeWorkflow covers workflow apps (POST /workflows/run).
+	DifyModeWorkflow = "workflow"
+	// DifyModeCompletion covers Text Generator apps
+	// (POST /completion-messages).
+	DifyModeCompletion = "completion"
+)
+
+// Defaults applied by New for zero Config fields.
+const (
+	DefaultDifyBaseURL   = "https://api.dify.ai/v1"
+	DefaultOpenAIBaseURL = "https://api.openai.com/v1"
+	DefaultQueryInput    = "query"                // Dify input variable that receives the question in workflow and completion apps
+	DefaultHistoryTurns  = 10                     // turns of memory sent to OpenAI-compatible backends
+	DefaultHistoryChars  = 8000                   // characters (runes) of memory sent to OpenAI-compatible backends
+	DefaultIdleTimeout   = 60 * time.Second       // longest silence between stream bytes
+	DefaultTimeout       = 5 * time.Minute        // longest whole request, retries included
+	DefaultMaxRetries    = 3                      // retries before the first delta
+	DefaultRetryBase     = 500 * time.Millisecond // first backoff step; doubles per retry
+	maxRetryDelay        = 30 * time.Second       // cap on a single computed backoff step
+	stopTimeout          = 5 * time.Second        // budget for the Dify stop call after a cancel
+)
+
+// Config configures one backend. The zero value of every optional field
+// means "use the default"; see the Default constants.
+type Config struct {
+	// Type is "dify" or "openai".
+	Type string `toml:"type"`
+	// BaseURL is the API root including the version, e.g.
+	// "https://api.dify.ai/v1" or "http://localhost:11434/v1".
+	BaseURL string `toml:"base_url"`
+	// APIKey is the bearer token. It is secret: it is never logged and
+	// never appears in errors. Required for Dify.
+	APIKey string `toml:"api_key"`
+
+	// DifyMode selects the Dify endpoint: "chat" (default; also accepts
+	// "agent", "chatflow", "advanced-chat", "agent-chat"), "workflow" or
+	// "completion".
+	DifyMode string `toml:"dify_mode"`
+	// WorkflowOutput names the workflow output variable holding the answer;
+	// "" means the first string output.
+	WorkflowOutput string `toml:"workflow_output"`
+	// QueryInput names the input variable that receives the question in
+	// workflow and completion apps (default "query"). It is not set when
+	// Request.Inputs already has it.
+	QueryInput string `toml:"query_input"`
+
+	// Model is the model name for OpenAI-compatible backends. Required.
+	Model string `toml:"model"`
+	// SystemPrompt is sent first, as the system message, when not empty.
+	SystemPrompt string `toml:"system_prompt"`
+	// Temperature is sent when set (0 to 2); nil leaves the server default.
+	Temperature *float32 `toml:"temperature"`
+	// MaxTokens caps the answer length in tokens; 0 leaves the server
+	// default.
+	MaxTokens int `toml:"max_tokens"`
+	// HistoryTurns is how many recent turns are sent (default 10; negative
+	// sends none).
+	HistoryTurns int `toml:"history_turns"`
+	// HistoryChars caps the characters of history sent (default 8000;
+	// negative sends none). Oldest turns are dropped first.
+	HistoryChars int `toml:"history_chars"`
+
+	// IdleTimeout is the longest silence allowed while waiting for the
+	// response or between stream bytes (default 60s). Keep-alive pings
+	// count as activity.
+	IdleTimeout time.Duration `toml:"idle_timeout"`
+	// Timeout bounds one Stream call including retries (default 5m).
+	Timeout time.Duration `toml:"timeout"`
+	// MaxRetries is how many times a failed request is retried before the
+	// first delta (default 3; negative disables retries).
+	MaxRetries int `toml:"max_retries"`
+	// RetryBase is the first backoff delay; it doubles per retry, with
+	// jitter (default 500ms).
+	RetryBase time.Duration `toml:"retry_base"`
+}
+
+// LogValue implements slog.LogValuer so that logging a Config never prints
+// the API key.
+func (c Config) LogValue() slog.Value {
+	key := ""
+	if c.APIKey != "" {
+		key = "<redacted>"
+	}
+	return slog.GroupValue(
+		slog.String("type", c.Type),
+		slog.String("base_url", c.BaseURL),
+		slog.String("api_key", key),
+		slog.String("dify_mode", c.DifyMode),
+		slog.String("model", c.Model),
+	)
+}
+
+// String formats the Config with the API key redacted, so fmt verbs cannot
+// leak it either.
+func (c Config) String() string {
+	c2 := c
+	if c2.APIKey != "" {
+		c2.APIKey = "<redacted>"
+	}
+	type plain Config // drops the String method
+	return fmt.Sprintf("%+v", plain(c2))
+}
+
+// GoString is like String, for the %#v verb.
+func (c Config) GoString() string { return "llm.Config" + c.String() }
+
+// Validate reports every problem in c at once, joined with errors.Join. Each
+// message starts with prefix and the TOML key, e.g.
+// "backends.kb.base_url: must be an http or https URL". prefix may be "".
+func (c Config) Validate(prefix string) error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		name := key
+		if prefix != "" {
+			name = prefix + "." + key
+		}
+		errs = append(errs, fmt.Errorf("%s: %s", name, fmt.Sprintf(format, args...)))
+	}
+	switch c.Type {
+	case TypeDify, TypeOpenAI:
+	case "":
+		bad("type", `is required ("dify" or "openai")`)
+	default:
+		bad("type", `must be "dify" or "openai", not %q`, c.Type)
+	}
+	if c.BaseURL != "" {
+		u, err := url.Parse(c.BaseURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("base_url", "must be an http or https URL")
+		} else if u.RawQuery != "" || u.Fragment != "" {
+			bad("base_url", "must not have a query or fragment")
+		}
+	}
+	if strings.TrimSpace(c.APIKey) != c.APIKey {
+		bad("api_key", "has leading or trailing spaces")
+	}
+	if c.Type == TypeDify {
+		if c.APIKey == "" {
+			bad("api_key", "is required for dify (the app's API key, app-...)")
+		}
+		if normDifyMode(c.DifyMode) == "" {
+			bad("dify_mode", `must be "chat", "workflow" or "completion", not %q`, c.DifyMode)
+		}
+		if c.WorkflowOutput != "" && normDifyMode(c.DifyMode) != DifyModeWorkflow {
+			bad("workflow_output", `is only used with dify_mode = "workflow"`)
+		}
+		for key, set := range map[string]bool{
+			"model": c.Model != "", "system_prompt": c.SystemPrompt != "", "temperature": c.Temperature != nil,
+			"max_tokens": c.MaxTokens != 0, "history_turns": c.HistoryTurns != 0, "history_chars": c.HistoryChars != 0,
+		} {
+			if set {
+				bad(key, "is not used by dify backends (set it in the Dify app)")
+			}
+		}
+	}
+	if c.Type == TypeOpenAI {
+		if c.Model == "" {
+			bad("model", "is required for openai backends")
+		}
+		if c.Temperature != nil && (*c.Temperature < 0 || *c.Temperature > 2) {
+			bad("temperature", "must be between 0 and 2")
+		}
+		if c.MaxTokens < 0 {
+			bad("max_tokens", "must not be negative")
+		}
+		for key, set := range map[string]bool{
+			"dify_mode": c.DifyMode != "", "workflow_output": c.WorkflowOutput != "", "query_input": c.QueryInput != "",
+		} {
+			if set {
+				bad(key, "is only used by dify backends")
+			}
+		}
+	}
+	if c.IdleTimeout < 0 {
+		bad("idle_timeout", "must not be negative")
+	}
+	if c.Timeout < 0 {
+		bad("timeout", "must not be negative")
+	}
+	if c.IdleTimeout > 0 && c.Timeout > 0 && c.IdleTimeout > c.Timeout {
+		bad("idle_timeout", "must not exceed timeout (%s)", c.Timeout)
+	}
+	if c.RetryBase < 0 {
+		bad("retry_base", "must not be negative")
+	}
+	return errors.Join(errs...)
+}
+
+// normDifyMode maps the accepted spellings of dify_mode to one of the
+// DifyMode constants, or "" when m is not accepted.
+func normDifyMode(m string) string {
+	switch strings.ToLower(m) {
+	case "", "chat", "agent", "agent-chat", "chatflow", "advanced-chat":
+		return DifyModeChat
+	case "workflow":
+		return DifyModeWorkflow
+	case "completion":
+		return DifyModeCompletion
+	}
+	return ""
+}
+
+// withDefaults returns c with zero fields replaced by their defaults.
+func (c Config) withDefaults() Config {
+	if c.BaseURL == "" {
+		c.BaseURL = DefaultOpenAIBaseURL
+		if c.Type == TypeDify {
+			c.BaseURL = DefaultDifyBaseURL
+		}
+	}
+	c.BaseURL = strings.TrimRight(c.BaseURL, "/")
+	if c.Type == TypeDify {
+		c.DifyMode = normDifyMode(c.DifyMode)
+		if c.QueryInput == "" {
+			c.QueryInput = DefaultQueryInput
+		}
+	}
+	if c.HistoryTurns == 0 {
+		c.HistoryTurns = DefaultHistoryTurns
+	}
+	if c.HistoryChars == 0 {
+		c.HistoryChars = DefaultHistoryChars
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = DefaultIdleTimeout
+	}
+	if c.Timeout == 0 {
+		c.Timeout = DefaultTimeout
+	}
+	if c.IdleTimeout > c.Timeout {
+		c.IdleTimeout = c.Timeout
+	}
+	switch {
+	case c.MaxRetries == 0:
+		c.MaxRetries = DefaultMaxRetries
+	case c.MaxRetries < 0:
+		c.MaxRetries = 0
+	}
+	if c.RetryBase == 0 {
+		c.RetryBase = DefaultRetryBase
+	}
+	return c
+}
