@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/url"
 	"strings"
 	"time"
@@ -262,4 +263,30 @@ func (c Config) withDefaults() Config {
 		c.RetryBase = DefaultRetryBase
 	}
 	return c
+}
+
+// New builds the backend described by cfg. hc is the HTTP client to use;
+// nil means a new client with no overall timeout (timeouts come from cfg).
+// log may be nil. The returned Backend also implements Checker.
+func New(cfg Config, hc *http.Client, log *slog.Logger) (Backend, error) {
+	if err := cfg.Validate(""); err != nil {
+		return nil, fmt.Errorf("llm: invalid config: %w", err)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if hc == nil {
+		hc = &http.Client{}
+	}
+	cfg = cfg.withDefaults()
+	if hc.Timeout > 0 && hc.Timeout < cfg.Timeout {
+		log.Warn("http client timeout is shorter than the llm timeout and will cut long answers",
+			"client_timeout", hc.Timeout, "timeout", cfg.Timeout)
+	}
+	switch cfg.Type {
+	case TypeDify:
+		return newDify(cfg, hc, log.With("component", "llm", "backend", TypeDify)), nil
+	default:
+		return newOpenAI(cfg, hc, log.With("component", "llm", "backend", TypeOpenAI))
+	}
 }
