@@ -24,8 +24,10 @@ func TestParseMessageTypes(t *testing.T) {
 		{
 			name: "text",
 			in:   head + `<MsgType><![CDATA[text]]></MsgType><Content><![CDATA[你好 <b>&amp;]]></Content><MsgId>18446744073709551615</MsgId></xml>`,
-			want: with(func(m *wecom.Message) { m.MsgType, m.Content, m.MsgID = "text", "你好 <b>&amp;", 18446744073709551615 }),
-			key:  "m:18446744073709551615",
+			want: with(func(m *wecom.Message) {
+				m.MsgType, m.Content, m.MsgID = "text", "你好 <b>&amp;", 18446744073709551615
+			}),
+			key: "m:18446744073709551615",
 		},
 		{
 			name: "text escaped",
@@ -36,8 +38,10 @@ func TestParseMessageTypes(t *testing.T) {
 		{
 			name: "image",
 			in:   head + `<MsgType><![CDATA[image]]></MsgType><PicUrl><![CDATA[https://p.qpic.cn/x]]></PicUrl><MediaId><![CDATA[media1]]></MediaId><MsgId>8</MsgId></xml>`,
-			want: with(func(m *wecom.Message) { m.MsgType, m.PicURL, m.MediaID, m.MsgID = "image", "https://p.qpic.cn/x", "media1", 8 }),
-			key:  "m:8",
+			want: with(func(m *wecom.Message) {
+				m.MsgType, m.PicURL, m.MediaID, m.MsgID = "image", "https://p.qpic.cn/x", "media1", 8
+			}),
+			key: "m:8",
 		},
 		{
 			name: "voice",
@@ -118,8 +122,10 @@ func TestParseMessageTypes(t *testing.T) {
 		{
 			name: "json numbers as strings, keys in any case",
 			in:   `{"tousername":"ww1","fromusername":"zhangsan","createtime":"1348831860","msgtype":"location","location_x":"1.5","Location_Y":2.25,"scale":"3","msgid":"14","agentid":"1000002","extra":{"a":[1,2]}}`,
-			want: with(func(m *wecom.Message) { m.MsgType, m.LocationX, m.LocationY, m.Scale, m.MsgID = "location", 1.5, 2.25, 3, 14 }),
-			key:  "m:14",
+			want: with(func(m *wecom.Message) {
+				m.MsgType, m.LocationX, m.LocationY, m.Scale, m.MsgID = "location", 1.5, 2.25, 3, 14
+			}),
+			key: "m:14",
 		},
 		{
 			name: "json event",
