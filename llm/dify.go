@@ -206,7 +206,7 @@ func (d *dify) once(ctx context.Context, req Request, body []byte, emit func(Del
 		return &s.res, s.emitted, err
 	case errors.As(err, &ee), errors.Is(err, ErrEventTooLarge):
 	case errors.Is(err, io.EOF):
-		err = fmt.Errorf("llm: dify: %w", ErrIncompleteStream)
+		err = wrap(TypeDify, ErrIncompleteStream)
 	default:
 		err = attemptError(TypeDify, actx, err)
 	}

@@ -115,7 +115,11 @@ func (e *APIError) Temporary() bool {
 		return false
 	case e.Status == 408, e.Status == 429, e.Status >= 500:
 		return true
-	case e.Code == "too_many_requests", e.Code == "internal_server_error":
+	}
+	// Mid-stream errors carry no HTTP status; their codes tell. OpenAI's
+	// own stream error spells its type "server_ error".
+	switch strings.ReplaceAll(e.Code, " ", "") {
+	case "too_many_requests", "internal_server_error", "server_error":
 		return true
 	}
 	return false
@@ -194,3 +198,18 @@ func (e *timeoutError) Is(target error) bool {
 
 // Timeout reports true, so that net.Error-style checks treat it as one.
 func (e *timeoutError) Timeout() bool { return true }
+
+// backendError prefixes an error with the backend name without repeating
+// the "llm: " prefix that package errors already carry.
+type backendError struct {
+	backend string
+	err     error
+}
+
+func (e *backendError) Error() string {
+	return "llm: " + e.backend + ": " + strings.TrimPrefix(e.err.Error(), "llm: ")
+}
+
+func (e *backendError) Unwrap() error { return e.err }
+
+func wrap(backend string, err error) error { return &backendError{backend: backend, err: err} }

@@ -181,7 +181,7 @@ func (o *openAI) once(ctx context.Context, creq openai.ChatCompletionRequest, em
 			switch {
 			case errors.Is(err, io.EOF) && actx.Err() == nil:
 				if finish == "" && !state.done {
-					return &res, emitted, fmt.Errorf("llm: openai: %w", ErrIncompleteStream)
+					return &res, emitted, wrap(TypeOpenAI, ErrIncompleteStream)
 				}
 				return &res, emitted, nil
 			case actx.Err() != nil:

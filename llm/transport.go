@@ -78,7 +78,7 @@ func attemptError(backend string, actx context.Context, err error) error {
 		if errors.As(cause, &te) {
 			return te
 		}
-		return fmt.Errorf("llm: %s: %w", backend, cause)
+		return wrap(backend, cause)
 	}
 	return &connError{backend: backend, err: err}
 }
