@@ -1,0 +1,272 @@
+package kv
+
+import (
+	"bytes"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Kind tells what a job has to do.
+type Kind string
+
+// Job kinds.
+const (
+	KindQuestion Kind = "question" // a text question for the LLM; also recorded in history
+	KindCommand  Kind = "command"  // /new, /help and the like
+	KindNotice   Kind = "notice"   // a fixed reply: unsupported message type, welcome, ...
+)
+
+// Question is what the intake records for one accepted callback.
+type Question struct {
+	App      string    `json:"app"`
+	User     string    `json:"user"`
+	DedupKey string    `json:"dedup"`
+	Kind     Kind      `json:"kind"`
+	Text     string    `json:"text"`
+	MsgType  string    `json:"msg_type,omitempty"`
+	Event    string    `json:"event,omitempty"`
+	Received time.Time `json:"received"`
+}
+
+// Segment is a run of answer pieces being delivered. It is persisted before
+// its first piece is sent, so that after a crash exactly the same pieces are
+// sent again (and WeCom's duplicate check can drop a piece that was sent but
+// whose acknowledgement was lost).
+type Segment struct {
+	RawEnd int      `json:"raw_end"` // offset in Job.Answer that the segment ends at
+	Pieces []string `json:"pieces"`
+	Sent   int      `json:"sent"` // pieces acknowledged by WeCom
+}
+
+// Job is a pending question with its delivery progress.
+type Job struct {
+	ID uint64 `json:"id"`
+	Question
+	Attempts int `json:"attempts,omitempty"`
+
+	// Answer is the raw LLM answer: complete when AnswerDone, otherwise the
+	// prefix that has been delivered so far.
+	Answer     string `json:"answer,omitempty"`
+	AnswerDone bool   `json:"answer_done,omitempty"`
+	// Failed marks an answer that is an apology, not an LLM answer.
+	Failed bool `json:"failed,omitempty"`
+	// Delivered is the offset in Answer up to which pieces are acknowledged.
+	Delivered int      `json:"delivered,omitempty"`
+	Segment   *Segment `json:"segment,omitempty"`
+	// NoticeMsgID is the msgid of a "thinking" notice to recall when done.
+	NoticeMsgID string `json:"notice_msgid,omitempty"`
+	// RefID is the reference id shown to the user in an apology.
+	RefID string `json:"ref,omitempty"`
+}
+
+// Accept records an accepted callback: it checks the dedup set and, if the
+// callback is new, marks it seen and (when q.Kind is not empty) records a
+// pending job, plus a history entry for questions — all in one transaction.
+// dup reports a retry of something already accepted; job is nil then, and
+// also when only the dedup mark was recorded.
+func (s *Store) Accept(q Question) (job *Job, dup bool, err error) {
+	if !validID(q.App) || !validID(q.User) || q.DedupKey == "" {
+		return nil, false, fmt.Errorf("kv: accept: app, user and dedup key are required")
+	}
+	if q.Received.IsZero() {
+		q.Received = s.now()
+	}
+	err = s.update(func(tx *bolt.Tx) error {
+		job, dup = nil, false
+		seen := tx.Bucket(bucketSeen)
+		sk := pairKey(q.App, q.DedupKey)
+		if seen.Get(sk) != nil {
+			dup = true
+			return nil
+		}
+		ts := uint64(q.Received.UnixNano())
+		if err := seen.Put(sk, appendUint64(nil, ts)); err != nil {
+			return err
+		}
+		tk := append(appendUint64(nil, ts), sk...)
+		if err := tx.Bucket(bucketSeenTime).Put(tk, nil); err != nil {
+			return err
+		}
+		if q.Kind == "" {
+			return nil
+		}
+		jobs := tx.Bucket(bucketJobs)
+		id, err := jobs.NextSequence()
+		if err != nil {
+			return err
+		}
+		j := &Job{ID: id, Question: q}
+		if err := put(jobs, idKey(id), j); err != nil {
+			return err
+		}
+		if q.Kind == KindQuestion {
+			if err := putEntry(tx, &Entry{
+				ID: id, App: q.App, User: q.User, Question: q.Text,
+				Status: StatusPending, Created: q.Received, Updated: q.Received,
+			}); err != nil {
+				return err
+			}
+		}
+		job = j
+		return nil
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("kv: accept: %w", err)
+	}
+	return job, dup, nil
+}
+
+// Pending returns every job not yet done, oldest first.
+func (s *Store) Pending() ([]*Job, error) {
+	var out []*Job
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketJobs).ForEach(func(_, v []byte) error {
+			j := new(Job)
+			if err := decode(v, j); err != nil {
+				return err
+			}
+			out = append(out, j)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("kv: pending: %w", err)
+	}
+	return out, nil
+}
+
+// Job returns one pending job.
+func (s *Store) Job(id uint64) (*Job, error) {
+	var j *Job
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketJobs).Get(idKey(id))
+		if v == nil {
+			return ErrNotFound
+		}
+		j = new(Job)
+		return decode(v, j)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("kv: job %d: %w", id, err)
+	}
+	return j, nil
+}
+
+// SaveJob stores a job's progress. It fails with ErrNotFound if the job is
+// already done, so a finished job is never resurrected.
+func (s *Store) SaveJob(j *Job) error {
+	err := s.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketJobs)
+		k := idKey(j.ID)
+		if b.Get(k) == nil {
+			return ErrNotFound
+		}
+		return put(b, k, j)
+	})
+	if err != nil {
+		return fmt.Errorf("kv: save job %d: %w", j.ID, err)
+	}
+	return nil
+}
+
+// AnswerUpdate is what CompleteAnswer records when the LLM has finished.
+type AnswerUpdate struct {
+	Job          *Job          // the job with Answer/AnswerDone/Failed set
+	Conversation *Conversation // new conversation state; nil leaves it alone
+	Entry        *EntryUpdate  // history update; nil leaves it alone
+}
+
+// EntryUpdate changes a history entry's answer and status.
+type EntryUpdate struct {
+	Answer    string
+	Status    Status
+	ConvSeq   int
+	NewConv   bool
+	RefID     string
+	Truncated bool
+}
+
+// CompleteAnswer records, in one transaction, the finished answer of a job,
+// the conversation state it leads to and the history entry. Doing all three
+// at once means a restart never asks the LLM again for an answer that was
+// already recorded, and never advances the conversation twice.
+func (s *Store) CompleteAnswer(u AnswerUpdate) error {
+	j := u.Job
+	err := s.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketJobs)
+		k := idKey(j.ID)
+		if b.Get(k) == nil {
+			return ErrNotFound
+		}
+		if err := put(b, k, j); err != nil {
+			return err
+		}
+		if u.Conversation != nil {
+			if err := put(tx.Bucket(bucketConv), pairKey(j.App, j.User), u.Conversation); err != nil {
+				return err
+			}
+		}
+		if u.Entry != nil {
+			return updateEntry(tx, j.User, j.ID, s.now(), u.Entry)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("kv: complete answer %d: %w", j.ID, err)
+	}
+	return nil
+}
+
+// FinishJob removes a delivered job and, for questions, sets the final
+// history status, in one transaction.
+func (s *Store) FinishJob(j *Job, status Status) error {
+	err := s.update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketJobs).Delete(idKey(j.ID)); err != nil {
+			return err
+		}
+		if j.Kind != KindQuestion || status == "" {
+			return nil
+		}
+		err := updateEntry(tx, j.User, j.ID, s.now(), &EntryUpdate{Status: status})
+		if err == ErrNotFound {
+			return nil // pruned by retention meanwhile
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("kv: finish job %d: %w", j.ID, err)
+	}
+	return nil
+}
+
+// PruneSeen forgets dedup marks older than before, at most limit per call,
+// and returns how many it removed. WeCom only retries within seconds, so
+// marks are kept for a safety window (the caller's choice), not forever.
+func (s *Store) PruneSeen(before time.Time, limit int) (int, error) {
+	n := 0
+	cut := appendUint64(nil, uint64(before.UnixNano()))
+	err := s.update(func(tx *bolt.Tx) error {
+		n = 0
+		seen := tx.Bucket(bucketSeen)
+		c := tx.Bucket(bucketSeenTime).Cursor()
+		for k, _ := c.First(); k != nil && n < limit; k, _ = c.First() {
+			if len(k) < 8 || bytes.Compare(k[:8], cut) >= 0 {
+				break
+			}
+			if err := seen.Delete(k[8:]); err != nil {
+				return err
+			}
+			if err := c.Delete(); err != nil {
+				return err
+			}
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("kv: prune seen: %w", err)
+	}
+	return n, nil
+}
