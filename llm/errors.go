@@ -1,6 +1,7 @@
 package llm
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -181,8 +182,8 @@ func redact(s, secret string) string {
 	return strings.ReplaceAll(s, secret, "<redacted>")
 }
 
-// timeoutError is returned when a timeout ends a request; it matches both
-// the package sentinel and context.DeadlineExceeded.
+// timeoutError is returned when the idle or overall timeout ends a
+// request; it matches its sentinel and context.DeadlineExceeded.
 type timeoutError struct {
 	sentinel error
 	after    time.Duration
@@ -193,7 +194,7 @@ func (e *timeoutError) Error() string {
 }
 
 func (e *timeoutError) Is(target error) bool {
-	return target == e.sentinel
+	return target == e.sentinel || target == context.DeadlineExceeded
 }
 
 // Timeout reports true, so that net.Error-style checks treat it as one.
