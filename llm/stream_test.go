@@ -87,7 +87,7 @@ func TestIdleTimeout(t *testing.T) {
 		cfg := difyConfig(f)
 		cfg.IdleTimeout, cfg.MaxRetries = 100*time.Millisecond, 1
 		b, _ := newBackend(t, cfg)
-		f.Push(llmtest.Script{FirstByteDelay: time.Second}, llmtest.Script{Hang: true})
+		f.Push(llmtest.Script{FirstByteDelay: 10 * time.Second}, llmtest.Script{Hang: true})
 		start := time.Now()
 		res, err := b.Stream(ctxT(t), llm.Request{User: "u", Query: "q"}, (&collector{}).emit)
 		if !errors.Is(err, llm.ErrIdleTimeout) || res != nil {
@@ -96,7 +96,7 @@ func TestIdleTimeout(t *testing.T) {
 		if n := len(f.Requests()); n != 2 {
 			t.Errorf("%d requests, want 2 (one retry)", n)
 		}
-		if d := time.Since(start); d > 900*time.Millisecond {
+		if d := time.Since(start); d > 5*time.Second {
 			t.Errorf("took %s", d)
 		}
 	})
@@ -129,21 +129,21 @@ func TestIdleTimeout(t *testing.T) {
 	})
 	t.Run("pings keep a slow stream alive", func(t *testing.T) {
 		// Bytes of any kind count as activity: a ping arriving every
-		// 60ms keeps a 150ms idle timeout from firing during a 400ms gap.
+		// 100ms keeps a 700ms idle timeout from firing during a 1.2s gap.
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "text/event-stream")
 			fl := w.(http.Flusher)
 			_, _ = w.Write([]byte(`data: {"event": "message", "task_id": "t1", "message_id": "m1", "conversation_id": "", "answer": "slow", "created_at": 1}` + "\n\n"))
 			fl.Flush()
-			for range 7 {
-				time.Sleep(60 * time.Millisecond)
+			for range 12 {
+				time.Sleep(100 * time.Millisecond)
 				_, _ = w.Write([]byte("event: ping\n\n"))
 				fl.Flush()
 			}
 			_, _ = w.Write([]byte(`data: {"event": "message_end", "task_id": "t1", "message_id": "m1", "conversation_id": "c1", "created_at": 1, "metadata": {"usage": {"total_tokens": 10, "latency": 1.0}}}` + "\n\n"))
 		}))
 		defer srv.Close()
-		b, _ := newBackend(t, llm.Config{Type: llm.TypeDify, BaseURL: srv.URL, APIKey: "k", IdleTimeout: 150 * time.Millisecond})
+		b, _ := newBackend(t, llm.Config{Type: llm.TypeDify, BaseURL: srv.URL, APIKey: "k", IdleTimeout: 700 * time.Millisecond})
 		res, err := b.Stream(ctxT(t), llm.Request{User: "u", Query: "q"}, (&collector{}).emit)
 		if err != nil || res.Answer != "slow" || res.ConversationID != "c1" || res.Usage.TotalTokens != 10 {
 			t.Fatalf("res %+v, err %v", res, err)
@@ -155,14 +155,14 @@ func TestOverallTimeout(t *testing.T) {
 	f := llmtest.NewDify()
 	defer f.Close()
 	cfg := difyConfig(f)
-	cfg.Timeout, cfg.IdleTimeout = 300*time.Millisecond, 200*time.Millisecond
+	cfg.Timeout, cfg.IdleTimeout = time.Second, 800*time.Millisecond
 	b, _ := newBackend(t, cfg)
-	f.Push(llmtest.Script{Answer: strings.Repeat("x", 20), Deltas: 20, DeltaDelay: 100 * time.Millisecond})
+	f.Push(llmtest.Script{Answer: strings.Repeat("x", 40), Deltas: 40, DeltaDelay: 100 * time.Millisecond})
 	res, err := b.Stream(ctxT(t), llm.Request{User: "u", Query: "q"}, (&collector{}).emit)
 	if !errors.Is(err, llm.ErrTimeout) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v", err)
 	}
-	if res == nil || len(res.Answer) < 2 || len(res.Answer) > 4 {
+	if res == nil || len(res.Answer) < 1 || len(res.Answer) > 11 {
 		t.Fatalf("partial %+v", res)
 	}
 	if len(f.StopCalls()) != 1 {
@@ -186,13 +186,13 @@ func TestRetryAfterHonoured(t *testing.T) {
 
 	// A Retry-After beyond the overall deadline gives up at once.
 	cfg := openAIConfig(f)
-	cfg.Timeout = 500 * time.Millisecond
+	cfg.Timeout = 10 * time.Second
 	b, _ = newBackend(t, cfg)
 	f.Push(llmtest.Script{Status: 429, RetryAfter: "30"})
 	start = time.Now()
 	_, err = b.Stream(ctxT(t), llm.Request{User: "u", Query: "q"}, (&collector{}).emit)
 	var apiErr *llm.APIError
-	if !errors.As(err, &apiErr) || apiErr.RetryAfter != 30*time.Second || time.Since(start) > 400*time.Millisecond {
+	if !errors.As(err, &apiErr) || apiErr.RetryAfter != 30*time.Second || time.Since(start) > 5*time.Second {
 		t.Fatalf("err %v after %s", err, time.Since(start))
 	}
 }

@@ -155,7 +155,7 @@ func difyError(w http.ResponseWriter, status int, code, message, retryAfter stri
 	writeJSON(w, status, body, retryAfter)
 }
 
-// difyErrors maps error codes to the status and message Dify sends.
+// difyErrorFor maps error codes to the status and message Dify sends.
 func difyErrorFor(status int, code string) (int, string, string) {
 	known := map[string]struct {
 		status int
@@ -399,6 +399,11 @@ func (s *difyStream) errorEvent() {
 		status, code, msg = 400, "completion_request_error",
 			"[openai_api_compatible] Error: PluginInvokeError: {\"args\":{},\"error_type\":\"InvokeServerUnavailableError\",\"message\":\"Server Unavailable Error\"}"
 	}
+	s.send(s.errorObject(status, code, msg))
+}
+
+// errorObject is the mid-stream error event. It has no task_id.
+func (s *difyStream) errorObject(status int, code, msg string) object {
 	o := object{{"event", "error"}}
 	if s.endpoint == "workflow" {
 		o = append(o, field{"workflow_run_id", s.runID})
@@ -408,8 +413,30 @@ func (s *difyStream) errorEvent() {
 		}
 		o = append(o, field{"message_id", s.messageID})
 	}
-	o = append(o, field{"created_at", s.created}, field{"code", code}, field{"status", status}, field{"message", msg})
-	s.send(o)
+	return append(o, field{"created_at", s.created}, field{"code", code}, field{"status", status}, field{"message", msg})
+}
+
+// messageObject is a message, agent_message or message_replace event.
+func (s *difyStream) messageObject(event, answer string) object {
+	return append(s.head(event), field{"answer", answer}, field{"created_at", s.created})
+}
+
+func (s *difyStream) textChunkObject(text string) object {
+	return object{{"event", "text_chunk"}, {"task_id", s.taskID}, {"workflow_run_id", s.runID},
+		{"data", object{{"text", text}, {"from_variable_selector", []string{"node_1", "text"}}}}}
+}
+
+func (s *difyStream) agentThoughtObject(id string) object {
+	return object{{"event", "agent_thought"}, {"id", id}, {"task_id", s.taskID}, {"message_id", s.messageID},
+		{"conversation_id", s.convID}, {"position", 1}, {"thought", "Thinking about calling a tool..."},
+		{"tool", "dalle3"}, {"tool_input", `{"dalle3": {"prompt": "a cute cat"}}`}, {"created_at", s.created}}
+}
+
+func (s *difyStream) workflowFinishedObject(status string, outputs object, tokens int) object {
+	return object{{"event", "workflow_finished"}, {"task_id", s.taskID}, {"workflow_run_id", s.runID},
+		{"data", object{{"id", s.runID}, {"workflow_id", "7c3e33d4-2a8b-4e5f-9b1a-d3c6e8f12345"}, {"status", status},
+			{"outputs", outputs}, {"elapsed_time", 1.23}, {"total_tokens", tokens}, {"total_steps", 3},
+			{"created_at", s.created}, {"finished_at", s.created + 1}}}}
 }
 
 func (s *difyStream) run(r *http.Request, done, stop <-chan struct{}) {
@@ -437,9 +464,7 @@ func (s *difyStream) run(r *http.Request, done, stop <-chan struct{}) {
 			{"title", "LLM"}, {"index", 1}, {"created_at", s.created}}))
 	case s.mode == "agent-chat" || s.mode == "agent":
 		deltaEvent = "agent_message"
-		s.send(object{{"event", "agent_thought"}, {"id", newUUID()}, {"task_id", s.taskID}, {"message_id", s.messageID},
-			{"conversation_id", s.convID}, {"position", 1}, {"thought", "Thinking about calling a tool..."},
-			{"tool", ""}, {"tool_input", ""}, {"created_at", s.created}})
+		s.send(s.agentThoughtObject(newUUID()))
 	}
 	for i, p := range parts {
 		if sc.CutAfter > 0 && i == sc.CutAfter {
@@ -450,10 +475,9 @@ func (s *difyStream) run(r *http.Request, done, stop <-chan struct{}) {
 			return
 		}
 		if deltaEvent == "text_chunk" {
-			s.send(object{{"event", "text_chunk"}, {"task_id", s.taskID}, {"workflow_run_id", s.runID},
-				{"data", object{{"text", p}, {"from_variable_selector", []string{"node_1", "text"}}}}})
+			s.send(s.textChunkObject(p))
 		} else {
-			s.send(append(s.head(deltaEvent), field{"answer", p}, field{"created_at", s.created}))
+			s.send(s.messageObject(deltaEvent, p))
 		}
 		if sc.Pings {
 			s.w.rawLine("event: ping\n\n")
@@ -477,7 +501,7 @@ func (s *difyStream) run(r *http.Request, done, stop <-chan struct{}) {
 		return
 	}
 	if sc.Replace != "" && s.endpoint != "workflow" {
-		s.send(append(s.head("message_replace"), field{"answer", sc.Replace}, field{"created_at", s.created}))
+		s.send(s.messageObject("message_replace", sc.Replace))
 	}
 	s.finish(false)
 }
@@ -506,10 +530,7 @@ func (s *difyStream) finish(stopped bool) {
 		s.send(object{{"event", "node_finished"}, {"task_id", s.taskID}, {"workflow_run_id", s.runID},
 			{"data", object{{"id", "ne_001"}, {"node_id", "node_llm_1"}, {"node_type", "llm"}, {"title", "LLM"},
 				{"index", 1}, {"status", "succeeded"}, {"elapsed_time", 1.5}, {"created_at", s.created}, {"finished_at", s.created + 1}}}})
-		s.send(object{{"event", "workflow_finished"}, {"task_id", s.taskID}, {"workflow_run_id", s.runID},
-			{"data", object{{"id", s.runID}, {"workflow_id", "7c3e33d4-2a8b-4e5f-9b1a-d3c6e8f12345"}, {"status", status},
-				{"outputs", outputs}, {"elapsed_time", 1.23}, {"total_tokens", prompt + completion}, {"total_steps", 3},
-				{"created_at", s.created}, {"finished_at", s.created + 1}}}})
+		s.send(s.workflowFinishedObject(status, outputs, prompt+completion))
 		return
 	}
 	usage := object{
