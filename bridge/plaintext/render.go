@@ -68,7 +68,7 @@ func render(md string, m mode) string {
 	}
 	src := []byte(md)
 	doc := parse(src)
-	r := renderer{src: src, mode: m, out: make([]byte, 0, len(src)+len(src)/8)}
+	r := renderer{src: src, mode: m, out: make([]byte, 0, len(src)+len(src)/2)}
 	r.findReferences(doc)
 	r.blocks(doc, false)
 	r.endLine()
@@ -455,10 +455,11 @@ func (r *renderer) definition(n *ast.LinkReferenceDefinition) {
 func (r *renderer) table(t *extast.Table) {
 	ncol := len(t.Alignments)
 	var rows [][]string
+	sub := r.sub(modePlain) // reused for every cell
 	for row := t.FirstChild(); row != nil; row = row.NextSibling() {
 		cells := make([]string, 0, ncol)
 		for c := row.FirstChild(); c != nil; c = c.NextSibling() {
-			sub := r.sub(modePlain)
+			sub.out, sub.lineOpen = sub.out[:0], false
 			sub.inlines(c)
 			cells = append(cells, oneLine(sub.result()))
 		}
@@ -550,21 +551,26 @@ func (r *renderer) extraCells(row ast.Node, have int) []string {
 	if len(line) > 0 && line[len(line)-1] == '|' {
 		line = line[:len(line)-1]
 	}
-	var cells [][]byte
-	start := 0
-	for i := 0; i < len(line); i++ {
-		if line[i] == '|' && (i == 0 || line[i-1] != '\\') {
-			cells = append(cells, line[start:i])
-			start = i + 1
+	isSep := func(i int) bool { return line[i] == '|' && (i == 0 || line[i-1] != '\\') }
+	n := 1
+	for i := range line {
+		if isSep(i) {
+			n++
 		}
 	}
-	cells = append(cells, line[start:])
-	if len(cells) <= have {
-		return nil
+	if n <= have {
+		return nil // the usual case: nothing was dropped
 	}
 	var extra []string
-	for _, c := range cells[have:] {
-		extra = append(extra, oneLine(string(appendUnescaped(nil, c))))
+	cell, start := 0, 0
+	for i := 0; i <= len(line); i++ {
+		if i < len(line) && !isSep(i) {
+			continue
+		}
+		if cell >= have {
+			extra = append(extra, oneLine(string(appendUnescaped(nil, line[start:i]))))
+		}
+		cell, start = cell+1, i+1
 	}
 	return extra
 }
@@ -654,17 +660,25 @@ func (r *renderer) inline(n ast.Node) {
 // and with them for WeCom. Line endings inside a code span are spaces.
 func (r *renderer) codeSpan(n *ast.CodeSpan) {
 	var b []byte
-	for c := n.FirstChild(); c != nil; c = c.NextSibling() {
-		switch c := c.(type) {
-		case *ast.Text:
-			b = append(b, c.Segment.Value(r.src)...)
-		case *ast.String:
-			b = append(b, c.Value...)
+	if c, ok := n.FirstChild().(*ast.Text); ok && c.NextSibling() == nil {
+		b = r.value(c.Segment) // the common case: no copy
+	} else {
+		for c := n.FirstChild(); c != nil; c = c.NextSibling() {
+			switch c := c.(type) {
+			case *ast.Text:
+				b = append(b, r.value(c.Segment)...)
+			case *ast.String:
+				b = append(b, c.Value...)
+			}
 		}
 	}
-	b = bytes.ReplaceAll(b, []byte("\n"), []byte(" "))
+	if bytes.IndexByte(b, '\n') >= 0 {
+		b = bytes.ReplaceAll(b, []byte("\n"), []byte(" "))
+	}
 	if r.mode == modeWeCom && len(bytes.TrimSpace(b)) > 0 && bytes.IndexByte(b, '`') < 0 {
-		r.writeString("`" + string(b) + "`")
+		r.writeString("`")
+		r.write(b)
+		r.writeString("`")
 		return
 	}
 	r.write(b)
