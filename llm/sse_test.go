@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"log/slog"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -172,6 +173,29 @@ func BenchmarkSSEParse(b *testing.B) {
 			if _, err := s.next(); err != nil {
 				break
 			}
+		}
+	}
+}
+
+// BenchmarkDifyStreamDecode adds the per-event JSON decoding and answer
+// assembly to BenchmarkSSEParse: the whole client-side cost of a Dify
+// stream per byte.
+func BenchmarkDifyStreamDecode(b *testing.B) {
+	var buf bytes.Buffer
+	for buf.Len() < 1<<20 {
+		buf.WriteString(`data: {"event": "message", "task_id": "mock_task_id", "message_id": "5ad4cb98-f0c7-4085-b384-88c403be6290", "conversation_id": "45701982-8118-4bc5-8e9b-64562b4555f2", "answer": " I", "created_at": 1679586595}` + "\n\n")
+	}
+	buf.WriteString(`data: {"event": "message_end", "task_id": "mock_task_id", "message_id": "m", "conversation_id": "c", "created_at": 1, "metadata": {"usage": {"total_tokens": 10, "latency": 1.0}}}` + "\n\n")
+	in := buf.Bytes()
+	d := newDify(Config{Type: TypeDify, APIKey: "k"}.withDefaults(), nil, slog.New(slog.DiscardHandler))
+	b.SetBytes(int64(len(in)))
+	b.ReportAllocs()
+	rd := bytes.NewReader(in)
+	for b.Loop() {
+		rd.Reset(in)
+		s := &difyStream{d: d, emit: func(Delta) error { return nil }}
+		if err := s.read(newSSEReader(rd, 0)); err != nil || !s.done {
+			b.Fatalf("read: %v", err)
 		}
 	}
 }
