@@ -485,7 +485,9 @@ type OutMessage struct {
 	Safe int
 	// EnableDuplicateCheck asks WeCom to drop an identical request within
 	// DuplicateCheckInterval. Set it when a send may be retried after a
-	// lost response (see Send).
+	// lost response (see Send). WeCom compares whole requests, so a
+	// genuinely repeated message (the same answer twice, two equal pieces
+	// of one reply) is dropped too; keep the interval short.
 	EnableDuplicateCheck bool
 	// DuplicateCheckInterval is the duplicate window, at most four hours;
 	// zero means WeCom's default of 1800s.

@@ -144,16 +144,21 @@ func walkXML(data []byte, fn func(name string, text []byte) error) error {
 	d := xml.NewDecoder(bytes.NewReader(data))
 	d.Strict = true
 	var (
+		stack    [maxXMLDepth]string // open elements; RawToken does not match them for us
 		depth    int
 		rootSeen bool
-		name     string
 		text     []byte
 	)
 	for {
-		tok, err := d.Token()
+		// RawToken skips namespace bookkeeping, which WeCom payloads do
+		// not use and which costs several allocations per element.
+		tok, err := d.RawToken()
 		if errors.Is(err, io.EOF) {
-			if !rootSeen {
+			switch {
+			case !rootSeen:
 				return malformed("xml: no root element")
+			case depth != 0:
+				return malformed("xml: unexpected end of input")
 			}
 			return nil
 		}
@@ -166,23 +171,26 @@ func walkXML(data []byte, fn func(name string, text []byte) error) error {
 		}
 		switch t := tok.(type) {
 		case xml.StartElement:
-			depth++
-			if depth > maxXMLDepth {
+			if depth == maxXMLDepth {
 				return malformed("xml: nested too deeply")
 			}
-			if depth == 1 {
+			if depth == 0 {
 				if rootSeen {
 					return malformed("xml: more than one root element")
 				}
 				rootSeen = true
 			}
+			stack[depth] = t.Name.Local
+			depth++
 			if depth == 2 {
-				name = t.Name.Local
 				text = text[:0]
 			}
 		case xml.EndElement:
+			if depth == 0 || stack[depth-1] != t.Name.Local {
+				return malformed("xml: mismatched end tag")
+			}
 			if depth == 2 {
-				if err := fn(name, text); err != nil {
+				if err := fn(stack[1], text); err != nil {
 					return err
 				}
 			}
