@@ -421,3 +421,42 @@ func TestFormatString(t *testing.T) {
 		t.Errorf("Seal with unknown format: %v", err)
 	}
 }
+
+func TestParseEnvelope(t *testing.T) {
+	tests := []struct {
+		name, body      string
+		agentID, toUser string
+		want            error
+	}{
+		{"xml", vecA2Body, "218", vecReceiveID, nil},
+		{"json string agentid", vecCBody, "218", vecReceiveID, nil},
+		{"json numeric agentid", `{"tousername":"a","encrypt":"QUFB","agentid":218}`, "218", "a", nil},
+		{"json capitalised keys", `{"ToUserName":"a","Encrypt":"QUFB","AgentID":"7"}`, "7", "a", nil},
+		{"json null agentid", `{"encrypt":"QUFB","agentid":null}`, "", "", nil},
+		{"leading whitespace", "\n\t " + vecA2Body, "218", vecReceiveID, nil},
+		{"too large", `{"encrypt":"` + strings.Repeat("A", wecom.DefaultMaxBodySize) + `"}`, "", "", wecom.ErrTooLarge},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env, err := wecom.ParseEnvelope([]byte(tt.body))
+			if !errors.Is(err, tt.want) || (tt.want == nil) != (err == nil) {
+				t.Fatalf("err = %v, want %v", err, tt.want)
+			}
+			if err == nil && (env.AgentID != tt.agentID || env.ToUserName != tt.toUser || env.Encrypt == "") {
+				t.Errorf("envelope = %+v", env)
+			}
+		})
+	}
+}
+
+func TestEnvelopeMarshalEscapesCDATA(t *testing.T) {
+	env := wecom.Envelope{ToUserName: "a]]>b", Encrypt: "QUFB", AgentID: "1"}
+	body, err := env.Marshal(wecom.FormatXML)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := wecom.ParseEnvelope(body)
+	if err != nil || *got != env {
+		t.Fatalf("round trip = %+v, %v (%s)", got, err, body)
+	}
+}

@@ -1,15 +1,15 @@
 // Package wecom speaks the WeCom (企业微信) protocol for a self-built app
 // (自建应用): callback crypto and parsing, the server API client, and reply
-// splitting. It depends only on the standard library and
-// golang.org/x/sync, and knows nothing about HTTP servers, LLMs or storage.
+// splitting. It depends only on the standard library and knows nothing of
+// HTTP servers, LLMs or storage.
 //
 // # Callbacks
 //
 // A Crypto holds one app's callback settings (Token, EncodingAESKey and the
 // CorpID as receive id). Crypto.VerifyURL answers the GET handshake made
 // when the callback URL is saved; Crypto.Open verifies, decrypts and parses
-// a POST callback into a Message, in either of the two envelope formats the
-// admin console offers (XML or JSON). Message.DedupKey identifies a message
+// a POST callback into a Message, in either envelope format the admin
+// console offers (XML or JSON). Message.DedupKey identifies a message
 // across WeCom's retries. Crypto.Seal and Crypto.SealReply produce
 // encrypted payloads for simulators and passive replies.
 //
@@ -18,16 +18,48 @@
 // AES-256-CBC with IV = key[:16] over random(16) || BE32(len) || msg ||
 // receiveid, padded PKCS#7-style to a multiple of 32 bytes.
 //
+// # API client
+//
+// A Client calls the server API for one app: Send (message/send, text and
+// markdown), Recall, UserInfo (auth/getuserinfo for OAuth and QR-login
+// codes), UserDepartments, Agent, and the OAuthURL and QRLoginURL
+// builders. It caches the access token, refreshes it five minutes before
+// expiry with a single gettoken shared by all waiting callers, and on
+// 40001, 40014 or 42001 fetches a new token and retries once. Failures
+// WeCom calls transient (-1, 45033, network errors, HTTP 5xx) are retried
+// with jittered exponential backoff; 45009 is retried after
+// Config.RateLimitWait only when the context's deadline leaves that much
+// time. Errors from WeCom are *APIError, whose Hint tells an operator what
+// to change.
+//
+// # Splitting
+//
+// Split cuts a reply into pieces under message/send's 2048-byte limit at
+// paragraph, line, sentence or word boundaries, never inside a UTF-8
+// character, and keeps fenced code blocks whole when they fit.
+//
 // # Caveats
 //
 //   - Pass VerifyURL the URL-decoded query values. A '+' in echostr that a
 //     proxy left unencoded decodes to a space and fails the signature check.
 //   - WeCom pads to 32-byte blocks, so pad values 17..32 are legitimate. A
 //     generic 16-byte PKCS#7 unpadder rejects real traffic.
-//   - No timestamp freshness window is applied: WeCom documents none. Replays
-//     of a genuine callback are caught by deduplicating on Message.DedupKey.
+//   - No timestamp freshness window is applied: WeCom documents none.
+//     Replays of a genuine callback are caught by deduplicating on
+//     Message.DedupKey.
 //   - Decrypt bounds its input (DefaultMaxBodySize, WithMaxBodySize) and
 //     rejects XML directives (DOCTYPE, ENTITY), undeclared entities and deep
 //     nesting. Malformed input never panics; it returns an error that wraps
 //     ErrMalformed, ErrInvalidSignature, ErrReceiverMismatch or ErrTooLarge.
+//   - Send retries after network errors, when WeCom may already have
+//     delivered. Only OutMessage.EnableDuplicateCheck prevents a double
+//     delivery then, and it also drops a genuinely repeated message with
+//     identical content within the interval.
+//   - The access token travels in the URL query. Errors from net/http
+//     (*url.Error) are rewritten with the query replaced by "REDACTED", so
+//     neither the token nor the secret reaches an error string or a log.
+//   - A token flight runs detached from the caller that started it (bounded
+//     to 30 seconds), so one cancelled caller does not fail the others.
+//   - message/send limits each member to 30 messages a minute per app and
+//     silently drops the rest while answering errcode 0: Send cannot tell.
 package wecom
