@@ -152,6 +152,7 @@ type difyWorkflowData struct {
 // difyStream is the state of one attempt.
 type difyStream struct {
 	d       *dify
+	watch   *idleWatch // nil in benchmarks
 	emit    func(Delta) error
 	res     Result
 	answer  strings.Builder
@@ -164,6 +165,10 @@ type difyStream struct {
 
 func (s *difyStream) send(delta Delta) error {
 	s.emitted = true
+	if s.watch != nil {
+		s.watch.pause()
+		defer s.watch.kick()
+	}
 	if err := s.emit(delta); err != nil {
 		return &emitError{err: err}
 	}
@@ -191,7 +196,7 @@ func (d *dify) once(ctx context.Context, req Request, body []byte, emit func(Del
 		return nil, false, apiErrorFromResponse(TypeDify, resp, d.cfg.APIKey, req.ConversationID != "")
 	}
 
-	s := &difyStream{d: d, emit: emit, hadConv: req.ConversationID != ""}
+	s := &difyStream{d: d, watch: watch, emit: emit, hadConv: req.ConversationID != ""}
 	s.res.ConversationID = req.ConversationID
 	err = s.read(newSSEReader(&activityBody{ReadCloser: resp.Body, w: watch}, 0))
 	s.res.Answer = s.answer.String()

@@ -229,7 +229,10 @@ func (o *openAI) once(ctx context.Context, creq openai.ChatCompletionRequest, em
 			}
 			answer.WriteString(ch.Delta.Content)
 			emitted = true
-			if err := emit(Delta{Text: ch.Delta.Content}); err != nil {
+			watch.pause()
+			err := emit(Delta{Text: ch.Delta.Content})
+			watch.kick()
+			if err != nil {
 				res.Answer = answer.String()
 				return &res, true, &emitError{err: err}
 			}

@@ -356,3 +356,31 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 }
+
+// TestSlowEmitIsNotIdle blocks in emit for longer than the idle timeout:
+// a slow consumer must not be mistaken for a silent server.
+func TestSlowEmitIsNotIdle(t *testing.T) {
+	for _, typ := range []string{llm.TypeDify, llm.TypeOpenAI} {
+		t.Run(typ, func(t *testing.T) {
+			var cfg llm.Config
+			var push func(...llmtest.Script)
+			if typ == llm.TypeDify {
+				f := llmtest.NewDify()
+				defer f.Close()
+				cfg, push = difyConfig(f), f.Push
+			} else {
+				f := llmtest.NewOpenAI()
+				defer f.Close()
+				cfg, push = openAIConfig(f), f.Push
+			}
+			cfg.IdleTimeout, cfg.MaxRetries = 200*time.Millisecond, -1
+			b, _ := newBackend(t, cfg)
+			push(llmtest.Script{Answer: "aaaabbbb", Deltas: 2})
+			c := collector{onEach: func(int) error { time.Sleep(500 * time.Millisecond); return nil }}
+			res, err := b.Stream(ctxT(t), llm.Request{User: "u", Query: "q"}, c.emit)
+			if err != nil || res.Answer != "aaaabbbb" {
+				t.Fatalf("res %+v, err %v", res, err)
+			}
+		})
+	}
+}

@@ -37,6 +37,10 @@ func newIdleWatch(parent context.Context, d time.Duration) (context.Context, *id
 // kick records activity, pushing the idle deadline back.
 func (w *idleWatch) kick() { w.timer.Reset(w.d) }
 
+// pause stops the clock while the caller's emit runs, so that a slow
+// consumer is not mistaken for a silent server; kick restarts it.
+func (w *idleWatch) pause() { w.timer.Stop() }
+
 // stop releases the timer and the context.
 func (w *idleWatch) stop() {
 	w.timer.Stop()
@@ -164,21 +168,19 @@ func retryLoop(ctx context.Context, cfg Config, log *slog.Logger,
 		}
 		delay := backoff(cfg.RetryBase, attempt, retryAfterOf(err))
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < delay {
-			log.Warn("llm request failed; no time left to retry", "attempt", attempt+1, "delay", delay, "err", err)
+			log.Warn("llm request failed; no time left to retry", "attempt", attempt+1, "delay", delay, "err", scrub(err, cfg.APIKey))
 			return nil, err
 		}
-		log.Warn("llm request failed; retrying", "attempt", attempt+1, "delay", delay, "err", err)
+		log.Warn("llm request failed; retrying", "attempt", attempt+1, "delay", delay, "err", scrub(err, cfg.APIKey))
 		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return nil, attemptError(cfgBackend(cfg), ctx, ctx.Err())
+			return nil, attemptError(cfg.Type, ctx, ctx.Err())
 		case <-t.C:
 		}
 	}
 }
-
-func cfgBackend(cfg Config) string { return cfg.Type }
 
 // apiErrorFromResponse reads an HTTP error response into an *APIError. It
 // understands Dify's {"code","message","status"}, OpenAI's
