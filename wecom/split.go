@@ -144,8 +144,9 @@ func (s *splitter) cut(start, first int) int {
 			return p
 		}
 	}
-	// 2. The window ends inside a code block: cut before the block.
-	if s.inFence(limit) {
+	// 2. The window ends inside a code block that fits in a piece of its
+	// own: cut before the block.
+	if f, ok := s.fenceAt(limit); ok && f.end-f.start <= s.max {
 		for _, c := range []int{classParagraph, classLine} {
 			if p := best[c][0]; p > first {
 				return p
@@ -224,9 +225,13 @@ func isCloser(r rune) bool {
 	return false
 }
 
-func (s *splitter) inFence(p int) bool {
+// fenceAt returns the code block that a cut at p would fall inside.
+func (s *splitter) fenceAt(p int) (span, bool) {
 	i := s.fenceAfter(p)
-	return i < len(s.fences) && s.fences[i].start < p
+	if i < len(s.fences) && s.fences[i].start < p {
+		return s.fences[i], true
+	}
+	return span{}, false
 }
 
 // fenceAfter returns the index of the first fence that ends after p.

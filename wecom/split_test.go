@@ -140,6 +140,14 @@ func TestSplitCodeFence(t *testing.T) {
 			}
 		}
 	})
+	t.Run("block longer than max is not pushed to a new piece", func(t *testing.T) {
+		intro := "Short intro here:" // under a quarter of max
+		block := "```\n" + strings.Repeat("code line number n\n", 30) + "```"
+		pieces := checkSplit(t, intro+"\n"+block, 200)
+		if !strings.Contains(pieces[0], "```") {
+			t.Errorf("piece 0 = %q, want the intro and the start of the block", pieces[0])
+		}
+	})
 	t.Run("block longer than max is cut at lines", func(t *testing.T) {
 		var b strings.Builder
 		b.WriteString("```\n")
