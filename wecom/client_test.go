@@ -752,3 +752,17 @@ func TestAPIErrorHelpers(t *testing.T) {
 		t.Error("IsTokenError")
 	}
 }
+
+// TestSecretOfAnotherApp is what the daemon's check command relies on: a
+// secret that belongs to a different app of the corp is caught by Agent.
+func TestSecretOfAnotherApp(t *testing.T) {
+	f := newFixture(t, func(c *wecom.Config) { c.Secret = "other-app-secret" })
+	f.srv.AddApp(testCorp, "other-app-secret", 1000003)
+	_, err := f.c.Agent(context.Background())
+	ae := apiErr(t, err, 301002)
+	if !strings.Contains(ae.Hint(), "agent_id") {
+		t.Errorf("hint = %q", ae.Hint())
+	}
+	_, err = f.send(t, "lisi", "x")
+	apiErr(t, err, 301002)
+}
