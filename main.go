@@ -1,25 +1,169 @@
-// Command wecom-bridge connects a WeCom (企业微信) self-built app to an LLM
+// Command wecom-bridge connects WeCom (企业微信) self-built apps to an LLM
 // backend (Dify or any OpenAI-compatible API).
+//
+//	wecom-bridge [-config PATH]                      run the daemon
+//	wecom-bridge check -config PATH                  validate the config and test every app
+//	wecom-bridge simulate -config PATH [-app NAME] [-user ID]
+//	                                                 chat in the terminal through the real pipeline
+//	wecom-bridge version
+//
+// main.go is the composition root: it parses flags, loads the config, builds
+// the logger, opens the store and hands them to the bridge.
 package main
 
 import (
+	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/wecom-bridge/wecom-bridge/bridge"
+	"github.com/wecom-bridge/wecom-bridge/kv"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
-func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) > 0 && (args[0] == "version" || args[0] == "-version" || args[0] == "--version") {
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	cmd := "serve"
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
+	}
+	fs := flag.NewFlagSet("wecom-bridge "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", bridge.DefaultConfigPath, "path of the TOML config file")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	appName := fs.String("app", "", "simulate: the app to talk to (default: the first)")
+	userID := fs.String("user", "simulator", "simulate: the WeCom userid to write as")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `usage:
+  wecom-bridge [-config PATH]              run the daemon (default config `+bridge.DefaultConfigPath+`)
+  wecom-bridge check -config PATH          validate the config and test each app against WeCom and its backend
+  wecom-bridge simulate -config PATH [-app NAME] [-user ID]
+                                           chat in the terminal through the real pipeline, with a built-in fake WeCom
+  wecom-bridge version
+`)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if *showVersion || cmd == "version" {
 		fmt.Fprintf(stdout, "wecom-bridge %s\n", version)
 		return 0
 	}
-	fmt.Fprintln(stderr, "usage: wecom-bridge version")
-	return 2
+	switch cmd {
+	case "serve", "check", "simulate":
+	default:
+		fmt.Fprintf(stderr, "unknown command %q\n", cmd)
+		fs.Usage()
+		return 2
+	}
+	cfg, err := bridge.Load(*configPath)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	log := newLogger(cfg.Log, stderr)
+	switch cmd {
+	case "check":
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if !bridge.Check(ctx, cfg, stdout, log) {
+			return 1
+		}
+		return 0
+	case "simulate":
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		if err := bridge.Simulate(ctx, cfg, bridge.SimulateOptions{App: *appName, User: *userID, In: stdin, Out: stdout, Log: log}); err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		return 0
+	}
+	if err := serve(*configPath, cfg, log); err != nil {
+		log.Error("wecom-bridge stopped", "err", err)
+		return 1
+	}
+	return 0
+}
+
+// serve runs the daemon until SIGTERM or SIGINT; SIGHUP reloads the config.
+func serve(configPath string, cfg *bridge.Config, log *slog.Logger) error {
+	store, err := kv.Open(cfg.Storage.Path, kv.Options{Logger: log.With("component", "kv")})
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	b, err := bridge.New(cfg, bridge.Deps{Log: log, Store: store})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Server.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on server.listen %s: %w", cfg.Server.Listen, err)
+	}
+	if err := b.Start(ln); err != nil {
+		return err
+	}
+	log.Info("wecom-bridge started", "version", version, "listen", ln.Addr().String(), "public_url", cfg.Server.PublicURL, "apps", len(cfg.Apps))
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, os.Interrupt, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	for {
+		select {
+		case err := <-b.Err():
+			return fmt.Errorf("server: %w", err)
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				next, err := bridge.Load(configPath)
+				if err != nil {
+					log.Error("config reload failed; keeping the running config", "err", err)
+					continue
+				}
+				if err := b.Reload(next); err != nil {
+					log.Error("config reload failed; keeping the running config", "err", err)
+				}
+				continue
+			}
+			log.Info("shutting down", "signal", sig.String(), "grace", cfg.Server.ShutdownGrace)
+			ctx, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownGrace)
+			err := b.Shutdown(ctx)
+			cancel()
+			return err
+		}
+	}
+}
+
+// newLogger builds the daemon's logger from [log]. Under systemd (journald
+// adds its own timestamps) the time is left out unless asked for.
+func newLogger(c bridge.LogConfig, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level))
+	stamps := c.Timestamps == "on" || (c.Timestamps == "auto" && os.Getenv("JOURNAL_STREAM") == "")
+	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+		if !stamps && len(groups) == 0 && a.Key == slog.TimeKey {
+			return slog.Attr{}
+		}
+		return a
+	}}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
 }
