@@ -104,9 +104,9 @@ func TestIdleTimeout(t *testing.T) {
 		f := llmtest.NewDify()
 		defer f.Close()
 		cfg := difyConfig(f)
-		cfg.IdleTimeout = 100 * time.Millisecond
+		cfg.IdleTimeout = 500 * time.Millisecond
 		b, _ := newBackend(t, cfg)
-		f.Push(llmtest.Script{Answer: "aaaabbbb", Deltas: 2, DeltaDelay: 2 * time.Second})
+		f.Push(llmtest.Script{Answer: "aaaabbbb", Deltas: 2, DeltaDelay: 3 * time.Second})
 		res, err := b.Stream(ctxT(t), llm.Request{User: "u", Query: "q"}, (&collector{}).emit)
 		if !errors.Is(err, llm.ErrIdleTimeout) || res == nil || res.Answer != "aaaa" {
 			t.Fatalf("res %+v, err %v", res, err)
@@ -119,9 +119,9 @@ func TestIdleTimeout(t *testing.T) {
 		f := llmtest.NewOpenAI()
 		defer f.Close()
 		cfg := openAIConfig(f)
-		cfg.IdleTimeout = 100 * time.Millisecond
+		cfg.IdleTimeout = 500 * time.Millisecond
 		b, _ := newBackend(t, cfg)
-		f.Push(llmtest.Script{Answer: "aaaabbbb", Deltas: 2, DeltaDelay: 2 * time.Second})
+		f.Push(llmtest.Script{Answer: "aaaabbbb", Deltas: 2, DeltaDelay: 3 * time.Second})
 		res, err := b.Stream(ctxT(t), llm.Request{User: "u", Query: "q"}, (&collector{}).emit)
 		if !errors.Is(err, llm.ErrIdleTimeout) || res == nil || res.Answer != "aaaa" {
 			t.Fatalf("res %+v, err %v", res, err)
@@ -357,7 +357,8 @@ func TestConfigValidate(t *testing.T) {
 	}
 }
 
-// TestSlowEmitIsNotIdle blocks in emit for longer than the idle timeout:
+// TestSlowEmitIsNotIdle blocks in emit for longer than the idle timeout
+// (1s against 400ms):
 // a slow consumer must not be mistaken for a silent server.
 func TestSlowEmitIsNotIdle(t *testing.T) {
 	for _, typ := range []string{llm.TypeDify, llm.TypeOpenAI} {
@@ -373,10 +374,10 @@ func TestSlowEmitIsNotIdle(t *testing.T) {
 				defer f.Close()
 				cfg, push = openAIConfig(f), f.Push
 			}
-			cfg.IdleTimeout, cfg.MaxRetries = 200*time.Millisecond, -1
+			cfg.IdleTimeout, cfg.MaxRetries = 400*time.Millisecond, -1
 			b, _ := newBackend(t, cfg)
 			push(llmtest.Script{Answer: "aaaabbbb", Deltas: 2})
-			c := collector{onEach: func(int) error { time.Sleep(500 * time.Millisecond); return nil }}
+			c := collector{onEach: func(int) error { time.Sleep(time.Second); return nil }}
 			res, err := b.Stream(ctxT(t), llm.Request{User: "u", Query: "q"}, c.emit)
 			if err != nil || res.Answer != "aaaabbbb" {
 				t.Fatalf("res %+v, err %v", res, err)
