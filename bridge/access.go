@@ -75,12 +75,25 @@ func (a *app) allowed(ctx context.Context, user string) (bool, error) {
 type budget struct {
 	limit int
 	now   func() time.Time
+	sleep func(context.Context, time.Duration) error
 	mu    sync.Mutex
 	sent  map[string][]time.Time
 }
 
 func newBudget(limit int, now func() time.Time) *budget {
-	return &budget{limit: limit, now: now, sent: map[string][]time.Time{}}
+	return &budget{limit: limit, now: now, sleep: sleepCtx, sent: map[string][]time.Time{}}
+}
+
+// sleepCtx waits for d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
 
 // take waits until one more message may go to key, then counts it.
@@ -102,12 +115,8 @@ func (b *budget) take(ctx context.Context, key string) error {
 		wait := time.Minute - now.Sub(times[0])
 		b.sent[key] = times
 		b.mu.Unlock()
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
+		if err := b.sleep(ctx, wait); err != nil {
+			return err
 		}
 	}
 }

@@ -41,6 +41,9 @@ func (d *delivery) offer(ctx context.Context, full string, final bool) error {
 	}
 	cut := len(full)
 	if !final {
+		if d.a.cfg.Delivery == "whole" {
+			return nil
+		}
 		cut = d.cutPoint(full, j.Delivered)
 	}
 	if cut <= j.Delivered {
@@ -117,7 +120,7 @@ func (d *delivery) cutPoint(full string, from int) int {
 // flush records and sends the segment full[Delivered:cut].
 func (d *delivery) flush(ctx context.Context, full string, cut int) error {
 	j := d.j
-	pieces := wecom.Split(d.format(full[j.Delivered:cut]), wecom.MaxContentBytes)
+	pieces := splitKeepIndent(d.format(full[j.Delivered:cut]), wecom.MaxContentBytes)
 	j.Answer = full[:cut]
 	if len(pieces) == 0 {
 		j.Delivered = cut
@@ -130,6 +133,23 @@ func (d *delivery) flush(ctx context.Context, full string, cut int) error {
 	d.flushes++
 	d.lastFlush = d.b.now()
 	return d.sendSegmentLocked(ctx)
+}
+
+// splitKeepIndent is wecom.Split that keeps the indentation of the first
+// line: a segment may start with an indented code block, whose indentation
+// is content, not whitespace to trim at a cut.
+func splitKeepIndent(text string, max int) []string {
+	text = strings.TrimLeft(text, "\r\n")
+	body := strings.TrimLeft(text, " \t")
+	indent := text[:len(text)-len(body)]
+	if body == "" || strings.HasPrefix(body, "\n") {
+		indent = ""
+	}
+	pieces := wecom.Split(text, max-len(indent))
+	if indent != "" && len(pieces) > 0 && !strings.HasPrefix(pieces[0], indent) {
+		pieces[0] = indent + pieces[0]
+	}
+	return pieces
 }
 
 // sendSegment finishes a segment left open by an earlier run.
