@@ -209,7 +209,9 @@ func (d *dify) once(ctx context.Context, req Request, body []byte, emit func(Del
 	case errors.As(err, &apiErr):
 		// The server reported the failure and ended the task itself.
 		return &s.res, s.emitted, err
-	case errors.As(err, &ee), errors.Is(err, ErrEventTooLarge):
+	case errors.As(err, &ee):
+	case errors.Is(err, ErrEventTooLarge):
+		err = wrap(TypeDify, err)
 	case errors.Is(err, io.EOF):
 		err = wrap(TypeDify, ErrIncompleteStream)
 	default:

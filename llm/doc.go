@@ -11,9 +11,15 @@
 //
 // # Dify
 //
-// No maintained, complete Go SDK for the Dify service API exists (the
-// community ones cover a subset of endpoints and events and are not kept in
-// step with Dify's releases), so the client here is written over net/http.
+// The client is written over net/http. Looking for a Go SDK turned up
+// several community clients covering part of the API, and one from the Dify
+// team, github.com/langgenius/dify-go-sdk: standard library only, streaming
+// for chat, workflow and completion apps, stop, typed errors. Its first
+// release, v0.0.1, is dated 2026-09-28 and its changelog warns the API may
+// change before 1.0. It is not in go.mod, and this package was built under
+// a no-new-dependencies rule, so it is not used here; it is worth
+// re-evaluating once it has settled.
+//
 // Questions go to POST /chat-messages, /workflows/run or
 // /completion-messages with response_mode "streaming", always with inputs
 // (at least {}) and with user set to Request.App + ":" + Request.User, which
@@ -57,4 +63,13 @@
 //     body before go-openai reads it, and the limit is raised as well.
 //   - The stream parser rejects any single event larger than 8 MiB with
 //     ErrEventTooLarge rather than buffering without bound.
+//   - The idle clock is paused while emit runs, so a slow consumer is not
+//     taken for a silent server; the overall timeout still counts that time.
+//   - When a Dify stream is abandoned (cancelled, timed out, idle, cut, or
+//     emit failed) the task's stop endpoint is called with a separate
+//     5-second deadline, so Stream may return up to that much later.
+//   - A Dify answer that finishes without any text is returned as a
+//     successful empty Result; what to tell the user is the caller's choice.
+//   - Usage is requested with stream_options.include_usage; a few old
+//     OpenAI-compatible servers reject that field.
 package llm
