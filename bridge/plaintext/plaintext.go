@@ -3,7 +3,8 @@ package plaintext
 // FromMarkdown renders Markdown as plain text that reads well in a
 // WeCom/WeChat text bubble. See the package documentation for the rules.
 // It never fails: any input, including a partial answer cut off mid-block,
-// yields readable text that keeps every word.
+// yields readable text that keeps every word of the answer's text (only
+// Markdown syntax, link titles and fence info strings are dropped).
 func FromMarkdown(md string) string {
 	return render(md, modePlain)
 }
