@@ -323,6 +323,7 @@ func TestDifyHTTPErrors(t *testing.T) {
 		{"forbidden", []llmtest.Script{{Status: 403}}, 3, llm.ErrAppUnavailable, "api_key", 1},
 		{"provider not initialised", []llmtest.Script{{Status: 400, Code: "provider_not_initialize"}}, 3, llm.ErrAppUnavailable, "provider", 1},
 		{"model not supported", []llmtest.Script{{Status: 400, Code: "model_currently_not_support"}}, 3, llm.ErrModelNotFound, "model", 1},
+		{"conversation closed", []llmtest.Script{{Status: 400, Code: "conversation_completed"}}, 3, llm.ErrConversationNotFound, "new conversation", 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

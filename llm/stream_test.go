@@ -385,3 +385,51 @@ func TestSlowEmitIsNotIdle(t *testing.T) {
 		})
 	}
 }
+
+// TestServerReportedFailures covers failures that only raw streams show: a
+// workflow that finishes as failed or pauses for a person, and an
+// OpenRouter-style chunk with empty choices and a top-level error.
+func TestServerReportedFailures(t *testing.T) {
+	tests := []struct {
+		name, typ, mode, body string
+		wantCode              string
+		wantPartial           string
+	}{
+		{"workflow failed", llm.TypeDify, llm.DifyModeWorkflow,
+			`data: {"event": "text_chunk", "task_id": "t", "workflow_run_id": "r", "data": {"text": "Bon"}}` + "\n\n" +
+				`data: {"event": "workflow_finished", "task_id": "t", "workflow_run_id": "r", "data": {"id": "r", "status": "failed", "error": "Node LLM run failed: timeout", "outputs": null}}` + "\n\n",
+			"workflow_failed", "Bon"},
+		{"workflow paused", llm.TypeDify, llm.DifyModeWorkflow,
+			`data: {"event": "workflow_paused", "task_id": "t", "workflow_run_id": "r", "data": {}}` + "\n\n",
+			"workflow_paused", ""},
+		{"openrouter error chunk", llm.TypeOpenAI, "",
+			`data: {"id":"x","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}` + "\n\n" +
+				`data: {"id":"x","choices":[],"error":{"message":"Provider returned error","code":502}}` + "\n\n",
+			"502", "Hi"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "text/event-stream")
+				_, _ = w.Write([]byte(tt.body))
+			}))
+			defer srv.Close()
+			cfg := llm.Config{Type: tt.typ, BaseURL: srv.URL, APIKey: "k", DifyMode: tt.mode, MaxRetries: -1}
+			if tt.typ == llm.TypeOpenAI {
+				cfg.Model = "m"
+			}
+			b, _ := newBackend(t, cfg)
+			res, err := b.Stream(ctxT(t), llm.Request{User: "u", Query: "q"}, (&collector{}).emit)
+			var apiErr *llm.APIError
+			if !errors.As(err, &apiErr) || apiErr.Code != tt.wantCode || !apiErr.MidStream {
+				t.Fatalf("err = %v", err)
+			}
+			if tt.wantCode == "502" && (apiErr.Status != 502 || !apiErr.Temporary()) {
+				t.Errorf("status %d, temporary %v", apiErr.Status, apiErr.Temporary())
+			}
+			if (tt.wantPartial == "") != (res == nil) || (res != nil && res.Answer != tt.wantPartial) {
+				t.Errorf("result %+v", res)
+			}
+		})
+	}
+}

@@ -214,6 +214,11 @@ func parseErrorBody(backend string, status int, body []byte, secret string) *API
 			e.Message = jsonText(fields["message"])
 		}
 		e.Code = jsonText(fields["code"])
+		if n, err := strconv.Atoi(e.Code); err == nil && e.Status == 0 && n >= 400 && n < 600 {
+			// vLLM and OpenRouter put an HTTP status in code; mid-stream
+			// errors have no other status.
+			e.Status = n
+		}
 		if e.Code == "" || isDigits(e.Code) {
 			if t := jsonText(fields["type"]); t != "" {
 				e.Code = t
