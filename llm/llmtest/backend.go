@@ -70,7 +70,10 @@ func (b *Backend) Check(ctx context.Context) (*llm.Info, error) {
 
 // Stream implements llm.Backend.
 func (b *Backend) Stream(ctx context.Context, req llm.Request, emit func(llm.Delta) error) (*llm.Result, error) {
-	user := req.App + ":" + req.User
+	user := req.User
+	if req.App != "" {
+		user = req.App + ":" + user
+	}
 	b.mu.Lock()
 	b.requests = append(b.requests, req)
 	owner, known := b.convs[req.ConversationID]
