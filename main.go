@@ -3,6 +3,7 @@
 //
 //	wecom-bridge [-config PATH]                      run the daemon
 //	wecom-bridge check -config PATH                  validate the config and test every app
+//	wecom-bridge check-config -config PATH           only validate the config
 //	wecom-bridge simulate -config PATH [-app NAME] [-user ID]
 //	                                                 chat in the terminal through the real pipeline
 //	wecom-bridge version
@@ -50,6 +51,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, `usage:
   wecom-bridge [-config PATH]              run the daemon (default config `+bridge.DefaultConfigPath+`)
   wecom-bridge check -config PATH          validate the config and test each app against WeCom and its backend
+  wecom-bridge check-config -config PATH   only validate the config (no network; for ExecStartPre)
   wecom-bridge simulate -config PATH [-app NAME] [-user ID]
                                            chat in the terminal through the real pipeline, with a built-in fake WeCom
   wecom-bridge version
@@ -66,7 +68,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 0
 	}
 	switch cmd {
-	case "serve", "check", "simulate":
+	case "serve", "check", "check-config", "simulate":
 	default:
 		fmt.Fprintf(stderr, "unknown command %q\n", cmd)
 		fs.Usage()
@@ -79,6 +81,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	log := newLogger(cfg.Log, stderr)
 	switch cmd {
+	case "check-config":
+		fmt.Fprintf(stdout, "%s: config OK (%d app(s), %d backend(s))\n", *configPath, len(cfg.Apps), len(cfg.Backends))
+		return 0
 	case "check":
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()

@@ -63,6 +63,9 @@ func (s Secret) GoString() string { return `"` + s.String() + `"` }
 // LogValue redacts the secret in slog output.
 func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
 
+// MarshalText redacts the secret in JSON, TOML and other encodings.
+func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
 // Value returns the secret itself, for the code that needs it.
 func (s Secret) Value() string { return string(s) }
 
@@ -257,6 +260,9 @@ func Parse(name string, data []byte) (*Config, error) {
 		if errors.As(err, &pe) {
 			return nil, fmt.Errorf("config: %s:%d: %s", name, pe.Position.Line, pe.Message)
 		}
+		if m := reTOMLLine.FindStringSubmatch(err.Error()); m != nil {
+			return nil, fmt.Errorf("config: %s:%s: %s", name, m[1], m[2])
+		}
 		return nil, fmt.Errorf("config: %s: %w", name, err)
 	}
 	lines := indexKeys(data)
@@ -269,7 +275,9 @@ func Parse(name string, data []byte) (*Config, error) {
 		errs = append(errs, fmt.Errorf("%s:%d: unknown key %q", name, lines.line(k), k.String()))
 	}
 	if err := cfg.resolveSecrets(); err != nil {
-		errs = append(errs, err)
+		for _, e := range unjoin(err) {
+			errs = append(errs, withLine(name, lines, e))
+		}
 	}
 	cfg.applyDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -354,6 +362,7 @@ func withLine(name string, lines keyLines, err error) error {
 type keyLines map[string]int
 
 var (
+	reTOMLLine = regexp.MustCompile(`^toml: line (\d+) (.*)$`)
 	reTable    = regexp.MustCompile(`^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$`)
 	reArrTable = regexp.MustCompile(`^\s*\[\[\s*([^\[\]]+?)\s*\]\]\s*(#.*)?$`)
 	reKey      = regexp.MustCompile(`^\s*("[^"]*"|'[^']*'|[A-Za-z0-9_\-.]+)\s*=`)
@@ -477,6 +486,11 @@ func (c *Config) resolveSecrets() error {
 	}
 	res(&c.History.SessionKey, "history", "session_key")
 	return errors.Join(errs...)
+}
+
+// unresolved reports a secret whose env:/file: reference could not be read.
+func unresolved(s Secret) bool {
+	return strings.HasPrefix(string(s), "env:") || strings.HasPrefix(string(s), "file:")
 }
 
 func (c *Config) applyDefaults() {
@@ -684,6 +698,8 @@ func (c *Config) Validate() error {
 		}
 		if a.EncodingAESKey == "" {
 			add(kerr("is required: 应用 → 接收消息 → 设置API接收 → EncodingAESKey", p("encoding_aes_key")...))
+		} else if unresolved(a.EncodingAESKey) {
+			// already reported by resolveSecrets
 		} else if _, err := wecom.NewCrypto(a.Token.Value(), a.EncodingAESKey.Value(), "x"); err != nil && a.Token != "" {
 			add(kerr("must be the 43-character EncodingAESKey from the admin console", p("encoding_aes_key")...))
 		}
