@@ -83,6 +83,16 @@ func (p *pool) drive(ctx context.Context, key string, l *lane) {
 			p.mu.Unlock()
 			return
 		}
+		if p.stopped.Load() {
+			// Shutdown began while this lane waited for a worker: leave
+			// the job pending for the next start.
+			<-p.sem
+			p.mu.Lock()
+			p.queued.Add(-int64(len(l.jobs)))
+			delete(p.lane, key)
+			p.mu.Unlock()
+			return
+		}
 		p.active.Add(1)
 		p.safeRun(ctx, j)
 		p.active.Add(-1)
