@@ -1,0 +1,142 @@
+package bridge
+
+import (
+	"bytes"
+	"html/template"
+	"net/url"
+	"strings"
+	"sync"
+
+	"github.com/yuin/goldmark"
+	"github.com/yuin/goldmark/ast"
+	"github.com/yuin/goldmark/extension"
+	"github.com/yuin/goldmark/renderer"
+	"github.com/yuin/goldmark/renderer/html"
+	"github.com/yuin/goldmark/util"
+)
+
+// Answers are Markdown written by an LLM, which may repeat anything a user
+// (or a document it read) fed it. They are rendered by goldmark with raw HTML
+// off: HTML in the text is dropped, never passed through. On top of that,
+// links keep only http, https, mailto and tel targets (an allowlist, where
+// goldmark's own check is a blocklist), and images become plain links, since
+// the page's CSP loads no image from elsewhere and a remote image would tell
+// a third party who read the answer, and when.
+
+var md = goldmark.New(
+	goldmark.WithExtensions(
+		extension.NewTable(extension.WithTableCellAlignMethod(extension.TableCellAlignAttribute)),
+		extension.Strikethrough,
+		extension.Linkify,
+		extension.TaskList,
+	),
+	goldmark.WithRendererOptions(
+		// Chat answers use single line breaks as breaks.
+		html.WithHardWraps(),
+		renderer.WithNodeRenderers(util.Prioritized(safeLinks{}, 100)),
+	),
+)
+
+var mdBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// renderMarkdown turns an answer into safe HTML.
+func renderMarkdown(src string) template.HTML {
+	buf := mdBufs.Get().(*bytes.Buffer)
+	buf.Reset()
+	defer mdBufs.Put(buf)
+	if err := md.Convert([]byte(src), buf); err != nil {
+		// goldmark does not fail on any input; if it ever does, show text.
+		return template.HTML("<p>" + template.HTMLEscapeString(src) + "</p>")
+	}
+	return template.HTML(buf.String())
+}
+
+// safeLinks renders links, autolinks and images.
+type safeLinks struct{}
+
+func (safeLinks) RegisterFuncs(r renderer.NodeRendererFuncRegisterer) {
+	r.Register(ast.KindLink, renderLink)
+	r.Register(ast.KindAutoLink, renderAutoLink)
+	r.Register(ast.KindImage, renderImage)
+}
+
+// safeURL reports whether dest may be a link target: an absolute http(s),
+// mailto or tel URL, or a fragment. Relative URLs are refused too: they
+// would point into this site.
+func safeURL(dest string) bool {
+	if strings.HasPrefix(dest, "#") {
+		return true
+	}
+	u, err := url.Parse(dest)
+	if err != nil {
+		return false
+	}
+	switch strings.ToLower(u.Scheme) {
+	case "http", "https":
+		return u.Host != ""
+	case "mailto", "tel":
+		return true
+	}
+	return false
+}
+
+func writeHref(w util.BufWriter, dest []byte) {
+	_, _ = w.WriteString(`<a href="`)
+	_, _ = w.Write(util.EscapeHTML(util.URLEscape(dest, true)))
+	_, _ = w.WriteString(`" rel="nofollow noopener noreferrer" target="_blank">`)
+}
+
+func renderLink(w util.BufWriter, source []byte, node ast.Node, entering bool) (ast.WalkStatus, error) {
+	n := node.(*ast.Link)
+	if !safeURL(string(n.Destination)) {
+		return ast.WalkContinue, nil // the text only
+	}
+	if entering {
+		writeHref(w, n.Destination)
+	} else {
+		_, _ = w.WriteString("</a>")
+	}
+	return ast.WalkContinue, nil
+}
+
+func renderAutoLink(w util.BufWriter, source []byte, node ast.Node, entering bool) (ast.WalkStatus, error) {
+	if !entering {
+		return ast.WalkContinue, nil
+	}
+	n := node.(*ast.AutoLink)
+	dest := n.URL(source)
+	label := n.Label(source)
+	if n.AutoLinkType == ast.AutoLinkEmail && !bytes.HasPrefix(bytes.ToLower(dest), []byte("mailto:")) {
+		dest = append([]byte("mailto:"), dest...)
+	} else if n.AutoLinkType == ast.AutoLinkURL && !bytes.Contains(dest, []byte("://")) {
+		dest = append([]byte("http://"), dest...) // Linkify's "www.example.com"
+	}
+	if !safeURL(string(dest)) {
+		_, _ = w.Write(util.EscapeHTML(label))
+		return ast.WalkContinue, nil
+	}
+	writeHref(w, dest)
+	_, _ = w.Write(util.EscapeHTML(label))
+	_, _ = w.WriteString("</a>")
+	return ast.WalkContinue, nil
+}
+
+func renderImage(w util.BufWriter, source []byte, node ast.Node, entering bool) (ast.WalkStatus, error) {
+	n := node.(*ast.Image)
+	safe := safeURL(string(n.Destination)) && !strings.HasPrefix(string(n.Destination), "#")
+	if entering {
+		if safe {
+			writeHref(w, n.Destination)
+		}
+		_, _ = w.WriteString("[图片")
+		if n.HasChildren() {
+			_, _ = w.WriteString(": ")
+		}
+		return ast.WalkContinue, nil
+	}
+	_, _ = w.WriteString("]")
+	if safe {
+		_, _ = w.WriteString("</a>")
+	}
+	return ast.WalkContinue, nil
+}
