@@ -61,7 +61,7 @@ func Check(ctx context.Context, cfg *Config, out io.Writer, log *slog.Logger) bo
 					err = errors.New("nobody is in the app's 可见范围, so no one can receive its messages: add members in 应用管理 → 应用 → 可见范围")
 				}
 			}
-			add(ac.Name, "agent/get (发送权限)", err, detail)
+			add(ac.Name, "agent/get (can send)", err, detail)
 		}
 		bc := cfg.Backends[ac.Backend]
 		be, err := llm.New(bc.llmConfig(), hc, log)
@@ -74,6 +74,9 @@ func Check(ctx context.Context, cfg *Config, out io.Writer, log *slog.Logger) bo
 			detail := ""
 			if err == nil {
 				detail = strings.TrimSpace(fmt.Sprintf("%s %s %s", info.Name, info.Mode, info.Model))
+			}
+			if err != nil {
+				err = fmt.Errorf("%s [config: backends.%s]", explain(err), ac.Backend)
 			}
 			add(ac.Name, "backend "+ac.Backend+" ("+bc.Type+")", err, detail)
 		}

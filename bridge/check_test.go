@@ -20,12 +20,15 @@ func TestCheckCommand(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
+	// The callback probe goes to this daemon over loopback.
+	local := *h.cfg
+	local.Server.PublicURL = h.base
 	var out bytes.Buffer
-	ok := Check(ctx, h.cfg, &out, quiet)
+	ok := Check(ctx, &local, &out, quiet)
 	if !ok {
 		t.Fatalf("check failed on a good setup:\n%s", out.String())
 	}
-	for _, want := range []string{"gettoken", "OK", "agent/get", "backend kb (dify)", "backend chat (openai)"} {
+	for _, want := range []string{"gettoken", "OK", "agent/get", "backend kb (dify)", "backend chat (openai)", "answers WeCom's URL verification"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, out.String())
 		}
@@ -34,7 +37,7 @@ func TestCheckCommand(t *testing.T) {
 	// 60020 on agent/get: the egress IP and the 企业可信IP fix.
 	h.wc.FailNext("/cgi-bin/agent/get", 60020, "not allow to access from your ip, hint: [1], from ip: 198.51.100.23, more info at https://open.work.weixin.qq.com/devtool/query?e=60020", 1)
 	out.Reset()
-	if Check(ctx, h.cfg, &out, quiet) {
+	if Check(ctx, &local, &out, quiet) {
 		t.Fatal("check passed despite 60020")
 	}
 	if !strings.Contains(out.String(), "198.51.100.23") || !strings.Contains(out.String(), "可信IP") {
@@ -42,7 +45,7 @@ func TestCheckCommand(t *testing.T) {
 	}
 
 	// A wrong secret (40001) and a wrong Dify key (401).
-	bad := *h.cfg
+	bad := local
 	bad.Apps = append([]AppConfig(nil), h.cfg.Apps...)
 	bad.Apps[0].Secret = "wrong-secret"
 	h.dify.SetAPIKey("app-other")
@@ -51,7 +54,7 @@ func TestCheckCommand(t *testing.T) {
 		t.Fatal("check passed with a wrong secret")
 	}
 	report := out.String()
-	if !strings.Contains(report, "40001") || !strings.Contains(report, "api_key") {
+	if !strings.Contains(report, "40001") || !strings.Contains(report, "api_key") || !strings.Contains(report, "backends.kb") {
 		t.Fatalf("report lacks the 40001 or the api_key fix:\n%s", report)
 	}
 	if strings.Contains(report, "wrong-secret") || strings.Contains(report, "app-llmtest") {
