@@ -17,7 +17,8 @@ import (
 
 // Answers are Markdown written by an LLM, which may repeat anything a user
 // (or a document it read) fed it. They are rendered by goldmark with raw HTML
-// off: HTML in the text is dropped, never passed through. On top of that,
+// off, and HTML in the text is shown as text (escaped), never passed
+// through: an answer that explains "<br>" keeps it visible. On top of that,
 // links keep only http, https, mailto and tel targets (an allowlist, where
 // goldmark's own check is a blocklist), and images become plain links, since
 // the page's CSP loads no image from elsewhere and a remote image would tell
@@ -58,6 +59,43 @@ func (safeLinks) RegisterFuncs(r renderer.NodeRendererFuncRegisterer) {
 	r.Register(ast.KindLink, renderLink)
 	r.Register(ast.KindAutoLink, renderAutoLink)
 	r.Register(ast.KindImage, renderImage)
+	r.Register(ast.KindRawHTML, renderRawHTML)
+	r.Register(ast.KindHTMLBlock, renderHTMLBlock)
+}
+
+func renderRawHTML(w util.BufWriter, source []byte, node ast.Node, entering bool) (ast.WalkStatus, error) {
+	if entering {
+		n := node.(*ast.RawHTML)
+		for i := 0; i < n.Segments.Len(); i++ {
+			seg := n.Segments.At(i)
+			_, _ = w.Write(util.EscapeHTML(seg.Value(source)))
+		}
+	}
+	return ast.WalkSkipChildren, nil
+}
+
+func renderHTMLBlock(w util.BufWriter, source []byte, node ast.Node, entering bool) (ast.WalkStatus, error) {
+	if !entering {
+		return ast.WalkContinue, nil
+	}
+	n := node.(*ast.HTMLBlock)
+	var lines [][]byte
+	for i := 0; i < n.Lines().Len(); i++ {
+		seg := n.Lines().At(i)
+		lines = append(lines, seg.Value(source))
+	}
+	if n.HasClosure() {
+		lines = append(lines, n.ClosureLine.Value(source))
+	}
+	_, _ = w.WriteString("<p>")
+	for i, l := range lines {
+		if i > 0 {
+			_, _ = w.WriteString("<br>\n")
+		}
+		_, _ = w.Write(util.EscapeHTML(bytes.TrimRight(l, "\r\n")))
+	}
+	_, _ = w.WriteString("</p>\n")
+	return ast.WalkContinue, nil
 }
 
 // safeURL reports whether dest may be a link target: an absolute http(s),
