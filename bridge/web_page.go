@@ -147,21 +147,32 @@ func (w *web) page(ctx *fasthttp.RequestCtx, s *webSettings) {
 	if !ok {
 		return
 	}
-	entries, next, err := w.b.store.History(kv.HistoryQuery{User: v.target, Before: v.before, Limit: pageSize, Search: v.search})
+	// One entry more than shown: it tells whether there is a next page,
+	// and whether the last conversation shown goes on there.
+	entries, _, err := w.b.store.History(kv.HistoryQuery{User: v.target, Before: v.before, Limit: pageSize + 1, Search: v.search})
 	if err != nil {
 		w.b.log.Error("history page: cannot read history", "err", err)
 		w.message(ctx, s, fasthttp.StatusServiceUnavailable, msgUnavailable)
 		return
 	}
-	pv := w.buildPage(s, v, entries, next)
+	pv := w.buildPage(s, v, entries)
 	ctx.SetContentType("text/html; charset=utf-8")
 	if err := w.ui.tpl.ExecuteTemplate(ctx, "history.html", pv); err != nil {
 		w.b.log.Error("history page: render", "err", err)
 	}
 }
 
-func (w *web) buildPage(s *webSettings, v *view, entries []kv.Entry, next uint64) *pageView {
+// buildPage makes the view of up to pageSize entries; a further entry, if
+// given, is only looked at.
+func (w *web) buildPage(s *webSettings, v *view, entries []kv.Entry) *pageView {
 	now := w.b.now()
+	var next uint64
+	var peek *kv.Entry
+	if len(entries) > pageSize {
+		peek = &entries[pageSize]
+		entries = entries[:pageSize]
+		next = entries[pageSize-1].ID // the cursor is exclusive
+	}
 	link := func(path string, extra url.Values) string {
 		q := url.Values{}
 		if v.viewing() {
@@ -200,8 +211,8 @@ func (w *web) buildPage(s *webSettings, v *view, entries []kv.Entry, next uint64
 		pv.Newest = link("", search)
 	}
 	pv.Groups = groupEntries(entries, now)
-	if n := len(pv.Groups); n > 0 && next != 0 && !pv.Groups[n-1].Started {
-		pv.Groups[n-1].Continued = true
+	if peek != nil && len(splitConversations(append(entries[:len(entries):len(entries)], *peek))) == len(pv.Groups) {
+		pv.Groups[len(pv.Groups)-1].Continued = true
 	}
 	return pv
 }
@@ -216,43 +227,54 @@ func inConversation(e *kv.Entry) bool {
 	return false
 }
 
-// groupEntries cuts a newest-first page into conversations: runs of one
-// app's entries with the same conversation number. An entry that started a
-// conversation (/new, or the very first) closes its group, since everything
-// older belongs to an earlier one. Entries outside any conversation
-// (refused, pending) join the group they sit in.
-func groupEntries(entries []kv.Entry, now time.Time) []groupView {
-	var groups []groupView
-	var cur *groupView
-	var curSeq int
-	var curHasSeq bool
-	var newest, oldest time.Time
-	flush := func() {
-		if cur != nil {
-			cur.Span = timeSpan(oldest, newest, now)
-			groups = append(groups, *cur)
-			cur = nil
-		}
-	}
+// splitConversations cuts a newest-first page into conversations: runs of
+// one app's entries with the same conversation number. An entry that
+// started a conversation (/new, or the very first) closes its run, since
+// everything older belongs to an earlier one. Entries outside any
+// conversation (refused, pending) join the run they sit in. It returns the
+// index where each run starts.
+func splitConversations(entries []kv.Entry) []int {
+	var starts []int
+	var app string
+	var seq int
+	var hasSeq, started bool
 	for i := range entries {
 		e := &entries[i]
 		conv := inConversation(e)
-		if cur == nil || cur.App != e.App || cur.Started || (conv && curHasSeq && curSeq != e.ConvSeq) {
-			flush()
-			cur = &groupView{App: e.App}
-			curHasSeq = false
-			newest = e.Created
+		if i == 0 || e.App != app || started || (conv && hasSeq && seq != e.ConvSeq) {
+			starts = append(starts, i)
+			app, hasSeq, started = e.App, false, false
 		}
-		if conv && !curHasSeq {
-			curSeq, curHasSeq = e.ConvSeq, true
+		if conv && !hasSeq {
+			seq, hasSeq = e.ConvSeq, true
 		}
-		oldest = e.Created
-		cur.Entries = append(cur.Entries, entryOf(e, now))
 		if e.NewConv {
-			cur.Started = true
+			started = true
 		}
 	}
-	flush()
+	return starts
+}
+
+// groupEntries makes the views of a page's conversations.
+func groupEntries(entries []kv.Entry, now time.Time) []groupView {
+	starts := splitConversations(entries)
+	groups := make([]groupView, len(starts))
+	for g, from := range starts {
+		to := len(entries)
+		if g+1 < len(starts) {
+			to = starts[g+1]
+		}
+		run := entries[from:to]
+		gv := groupView{App: run[0].App, Entries: make([]entryView, len(run))}
+		for i := range run {
+			gv.Entries[i] = entryOf(&run[i], now)
+			gv.Started = gv.Started || run[i].NewConv
+		}
+		if len(run) > 1 { // one entry shows its own time
+			gv.Span = timeSpan(run[len(run)-1].Created, run[0].Created, now)
+		}
+		groups[g] = gv
+	}
 	return groups
 }
 

@@ -1024,3 +1024,23 @@ func TestHistoryConfiguredSessionKey(t *testing.T) {
 		t.Fatalf("session after restart: %d", p.status)
 	}
 }
+
+// "More of this conversation on the next page" is only said when the next
+// page really goes on with it.
+func TestHistoryContinuedMarker(t *testing.T) {
+	h := newHarness(t, "")
+	t0 := time.Now().Add(-time.Hour)
+	seed(t, h.store, "zhangsan", "另一个应用", "回答", seedOpt{app: "chat", conv: 0, newConv: true, at: t0})
+	for i := 1; i <= pageSize; i++ {
+		seed(t, h.store, "zhangsan", fmt.Sprintf("问题%d", i), "回答", seedOpt{conv: 3, at: t0.Add(time.Duration(i) * time.Second)})
+	}
+	b := newBrowser(h, uaDesktop)
+	p := b.login("zhangsan", "/history")
+	if !strings.Contains(p.body, "更早的记录") || strings.Contains(p.body, "本对话更早的内容在下一页") {
+		t.Errorf("page 1 claims the conversation goes on:\n%s", p.body)
+	}
+	seed(t, h.store, "zhangsan", "再问一个", "回答", seedOpt{conv: 3, at: t0.Add(time.Minute)})
+	if p = b.get("/history"); !strings.Contains(p.body, "本对话更早的内容在下一页") {
+		t.Error("a conversation cut by the page is not marked")
+	}
+}
