@@ -59,7 +59,7 @@ type webSettings struct {
 	secure    bool   // public_url is https: cookies are Secure and __Host-
 	loginApp  string
 	ttl       time.Duration
-	admins    map[string]bool
+	admins    map[string]bool // lower-case userids
 	sessName  string
 	stateName string
 	// cookiePath scopes the cookies: "/" for __Host- cookies (required),
@@ -116,7 +116,7 @@ func (w *web) settings(cfg *Config) (*webSettings, error) {
 	}
 	for _, a := range cfg.History.Admins {
 		if a = strings.TrimSpace(a); a != "" {
-			s.admins[a] = true
+			s.admins[strings.ToLower(a)] = true // WeCom userids ignore case
 		}
 	}
 	if s.secure {

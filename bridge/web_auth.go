@@ -153,14 +153,26 @@ func (w *web) startLogin(ctx *fasthttp.RequestCtx, s *webSettings, next string) 
 
 func stateNonce(state string) string { return "history-state:" + state }
 
-// safeNext accepts only a path of this page, so the sign-in can never
-// redirect elsewhere.
+// safeNext accepts only a path of this page (it starts with base, so it can
+// never be read as another host), of a size that fits in a cookie.
 func (s *webSettings) safeNext(next string) bool {
 	if next != s.base && !strings.HasPrefix(next, s.base+"/") && !strings.HasPrefix(next, s.base+"?") {
 		return false
 	}
-	return !strings.ContainsAny(next, "\\\r\n\x00") && !strings.Contains(next, "//")
+	if len(next) > maxNext {
+		return false
+	}
+	for i := 0; i < len(next); i++ {
+		if next[i] < 0x20 || next[i] == 0x7f {
+			return false
+		}
+	}
+	return true
 }
+
+// maxNext bounds the page remembered across the sign-in; a longer one (a
+// huge query) falls back to the page itself.
+const maxNext = 1024
 
 // callback finishes a sign-in: check the state, exchange the code, start a
 // session.

@@ -44,8 +44,8 @@ func (w *web) resolve(ctx *fasthttp.RequestCtx, s *webSettings) (*view, bool) {
 		return nil, false
 	}
 	args := ctx.QueryArgs()
-	v := &view{sess: sess, target: sess.user, admin: s.admins[sess.user]}
-	if u := strings.TrimSpace(string(args.Peek("user"))); u != "" && u != sess.user {
+	v := &view{sess: sess, target: sess.user, admin: s.admins[strings.ToLower(sess.user)]}
+	if u := strings.TrimSpace(string(args.Peek("user"))); u != "" && !strings.EqualFold(u, sess.user) {
 		if !validUserID(u) {
 			w.message(ctx, s, fasthttp.StatusBadRequest, msgBadRequest)
 			return nil, false
@@ -86,7 +86,7 @@ func requestPath(ctx *fasthttp.RequestCtx, s *webSettings) string {
 	if !strings.HasPrefix(p, s.base) {
 		p = s.prefix + p
 	}
-	if q := ctx.QueryArgs().QueryString(); len(q) > 0 {
+	if q := ctx.URI().QueryString(); len(q) > 0 {
 		p += "?" + string(q)
 	}
 	return p

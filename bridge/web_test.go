@@ -501,9 +501,11 @@ func TestHistoryOtherUserForbidden(t *testing.T) {
 		}
 		checkSecurityHeaders(t, p)
 	}
-	// Naming oneself is fine.
-	if p := b.get("/history?user=zhangsan"); p.status != http.StatusOK || !strings.Contains(p.body, "张三的回答") {
-		t.Errorf("own id in the query: %d", p.status)
+	// Naming oneself is fine, in any case.
+	for _, self := range []string{"zhangsan", "ZhangSan"} {
+		if p := b.get("/history?user=" + self); p.status != http.StatusOK || !strings.Contains(p.body, "张三的回答") || strings.Contains(p.body, "管理员视图") {
+			t.Errorf("own id %s in the query: %d", self, p.status)
+		}
 	}
 	// The admin picker is not shown to non-admins.
 	if p := b.get("/history"); strings.Contains(p.body, "管理员") {
@@ -513,7 +515,7 @@ func TestHistoryOtherUserForbidden(t *testing.T) {
 
 // Admins may view and export anyone's history with ?user=.
 func TestHistoryAdminViewsUser(t *testing.T) {
-	h := newHarness(t, "\n[history]\nadmins = [\"wangwu\"]\n")
+	h := newHarness(t, "\n[history]\nadmins = [\"WangWu\"]\n") // userids ignore case
 	seed(t, h.store, "zhangsan", "张三的问题", "张三的回答", seedOpt{})
 	seed(t, h.store, "wangwu", "王五的问题", "王五的回答", seedOpt{})
 	b := newBrowser(h, uaDesktop)
@@ -1042,5 +1044,24 @@ func TestHistoryContinuedMarker(t *testing.T) {
 	seed(t, h.store, "zhangsan", "再问一个", "回答", seedOpt{conv: 3, at: t0.Add(time.Minute)})
 	if p = b.get("/history"); !strings.Contains(p.body, "本对话更早的内容在下一页") {
 		t.Error("a conversation cut by the page is not marked")
+	}
+}
+
+// The page asked for before signing in is where the sign-in ends, within
+// limits: only this page's paths, and nothing too long for a cookie.
+func TestHistoryReturnAfterLogin(t *testing.T) {
+	h := newHarness(t, "")
+	h.wc.SetLoginUser("zhangsan")
+	for _, c := range []struct{ ask, land string }{
+		{"/history?q=https%3A%2F%2Fexample.com%2F%2Fx", "/history?q=https%3A%2F%2Fexample.com%2F%2Fx"},
+		{"/history?q=a//b", "/history?q=a//b"},
+		{"/history/export.md", "/history/export.md"},
+		{"/history?q=" + strings.Repeat("x", 2000), "/history"},
+	} {
+		b := newBrowser(h, uaDesktop)
+		cb := b.atWeCom(b.begin(c.ask))
+		if p := b.get(cb); p.status != http.StatusSeeOther || p.location() != c.land {
+			t.Errorf("asked for %.60s: landed on %q (%d)", c.ask, p.location(), p.status)
+		}
 	}
 }
