@@ -47,7 +47,7 @@ const (
 type web struct {
 	b   *Bridge
 	set atomic.Pointer[webSettings]
-	ui  *ui
+	ui  *webUI
 }
 
 // webSettings is everything the page derives from one config version; a
@@ -133,15 +133,15 @@ func (w *web) settings(cfg *Config) (*webSettings, error) {
 			return nil, fmt.Errorf("bridge: history page: session key: %w", err)
 		}
 	}
-	s.sessKey = derive(key, "wecom-bridge/history/session")
-	s.stateKey = derive(key, "wecom-bridge/history/state")
-	s.csrfKey = derive(key, "wecom-bridge/history/csrf")
+	s.sessKey = deriveKey(key, "wecom-bridge/history/session")
+	s.stateKey = deriveKey(key, "wecom-bridge/history/state")
+	s.csrfKey = deriveKey(key, "wecom-bridge/history/csrf")
 	return s, nil
 }
 
-// derive makes a key for one purpose, so a MAC made for one cookie can never
+// deriveKey makes a key for one purpose, so a MAC made for one cookie can never
 // be replayed as another.
-func derive(key []byte, purpose string) []byte {
+func deriveKey(key []byte, purpose string) []byte {
 	m := hmac.New(sha256.New, key)
 	m.Write([]byte(purpose))
 	return m.Sum(nil)
@@ -206,14 +206,14 @@ func (w *web) onlyGet(ctx *fasthttp.RequestCtx, s *webSettings, h func(*fasthttp
 	h(ctx, s)
 }
 
-// csp allows only this origin's own files: no inline script or style, no
+// historyCSP allows only this origin's own files: no inline script or style, no
 // plugins, and the page cannot be framed by another site.
-const csp = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
+const historyCSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
 	"object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'self'"
 
 func setSecurityHeaders(ctx *fasthttp.RequestCtx) {
 	h := &ctx.Response.Header
-	h.Set("Content-Security-Policy", csp)
+	h.Set("Content-Security-Policy", historyCSP)
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "no-referrer")
 	h.Set("X-Frame-Options", "SAMEORIGIN")

@@ -33,7 +33,7 @@ import (
 // hold usable cookies. A cookie whose MAC is wrong is refused before the
 // database is asked.
 
-var b64 = base64.RawURLEncoding
+var b64url = base64.RawURLEncoding
 
 func randomBytes(n int) []byte {
 	b := make([]byte, n)
@@ -43,7 +43,7 @@ func randomBytes(n int) []byte {
 	return b
 }
 
-func mac(key []byte, parts ...string) []byte {
+func hmacOf(key []byte, parts ...string) []byte {
 	m := hmac.New(sha256.New, key)
 	for _, p := range parts {
 		m.Write([]byte(p))
@@ -52,8 +52,8 @@ func mac(key []byte, parts ...string) []byte {
 	return m.Sum(nil)
 }
 
-// session is a signed-in user, as resolved from the request's cookie.
-type session struct {
+// webSession is a signed-in user, as resolved from the request's cookie.
+type webSession struct {
 	user  string
 	token string // the cookie's random part, for the CSRF token
 }
@@ -65,34 +65,34 @@ func sessionRecordID(token string) string {
 
 // session resolves the request's session cookie. Any failure — no cookie, a
 // bad MAC, an unknown, revoked or expired session — is errNoSession.
-func (w *web) session(ctx *fasthttp.RequestCtx, s *webSettings) (session, error) {
+func (w *web) session(ctx *fasthttp.RequestCtx, s *webSettings) (webSession, error) {
 	raw := string(ctx.Request.Header.Cookie(s.sessName))
 	if raw == "" {
-		return session{}, errNoSession
+		return webSession{}, errNoSession
 	}
 	token, sig, ok := strings.Cut(raw, ".")
 	if !ok || len(token) != 43 {
-		return session{}, errNoSession
+		return webSession{}, errNoSession
 	}
-	got, err := b64.DecodeString(sig)
-	if err != nil || !hmac.Equal(got, mac(s.sessKey, token)) {
-		return session{}, errNoSession
+	got, err := b64url.DecodeString(sig)
+	if err != nil || !hmac.Equal(got, hmacOf(s.sessKey, token)) {
+		return webSession{}, errNoSession
 	}
 	rec, err := w.b.store.Session(sessionRecordID(token))
 	if err != nil {
 		if !errors.Is(err, kv.ErrNotFound) {
 			w.b.log.Error("history page: cannot read session", "err", err)
 		}
-		return session{}, errNoSession
+		return webSession{}, errNoSession
 	}
-	return session{user: rec.User, token: token}, nil
+	return webSession{user: rec.User, token: token}, nil
 }
 
-func (s *webSettings) csrfToken(sess session) string {
-	return b64.EncodeToString(mac(s.csrfKey, sess.token))
+func (s *webSettings) csrfToken(sess webSession) string {
+	return b64url.EncodeToString(hmacOf(s.csrfKey, sess.token))
 }
 
-func (s *webSettings) checkCSRF(sess session, got string) bool {
+func (s *webSettings) checkCSRF(sess webSession, got string) bool {
 	want := s.csrfToken(sess)
 	return len(got) == len(want) && hmac.Equal([]byte(got), []byte(want))
 }
@@ -139,7 +139,7 @@ func (w *web) startLogin(ctx *fasthttp.RequestCtx, s *webSettings, next string) 
 		w.message(ctx, s, fasthttp.StatusServiceUnavailable, msgUnavailable)
 		return
 	}
-	s.setCookie(ctx, s.stateName, b64.EncodeToString(mac(s.stateKey, state, next))+"."+b64.EncodeToString([]byte(next)), stateTTL)
+	s.setCookie(ctx, s.stateName, b64url.EncodeToString(hmacOf(s.stateKey, state, next))+"."+b64url.EncodeToString([]byte(next)), stateTTL)
 	redirect := s.origin + s.base + "/callback"
 	var target string
 	if isWeComClient(ctx) {
@@ -230,14 +230,14 @@ func (w *web) callback(ctx *fasthttp.RequestCtx, s *webSettings) {
 		w.message(ctx, s, fasthttp.StatusForbidden, msgNotMember)
 		return
 	}
-	token := b64.EncodeToString(randomBytes(32))
+	token := b64url.EncodeToString(randomBytes(32))
 	expires := w.b.now().Add(s.ttl)
 	if err := w.b.store.PutSession(kv.Session{ID: sessionRecordID(token), User: info.UserID, Expires: expires}); err != nil {
 		log.Error("history page: cannot store session", "err", err)
 		w.message(ctx, s, fasthttp.StatusServiceUnavailable, msgUnavailable)
 		return
 	}
-	s.setCookie(ctx, s.sessName, token+"."+b64.EncodeToString(mac(s.sessKey, token)), s.ttl)
+	s.setCookie(ctx, s.sessName, token+"."+b64url.EncodeToString(hmacOf(s.sessKey, token)), s.ttl)
 	log.Info("history sign-in", "user", info.UserID, "app", s.loginApp)
 	ctx.Response.Header.Set("Location", next)
 	ctx.SetStatusCode(fasthttp.StatusSeeOther)
@@ -253,12 +253,12 @@ func (s *webSettings) checkState(state, cookie string) (next string, ok bool) {
 	if !found {
 		return "", false
 	}
-	got, err1 := b64.DecodeString(sig)
-	n, err2 := b64.DecodeString(enc)
+	got, err1 := b64url.DecodeString(sig)
+	n, err2 := b64url.DecodeString(enc)
 	if err1 != nil || err2 != nil {
 		return "", false
 	}
-	if !hmac.Equal(got, mac(s.stateKey, state, string(n))) {
+	if !hmac.Equal(got, hmacOf(s.stateKey, state, string(n))) {
 		return "", false
 	}
 	next = string(n)

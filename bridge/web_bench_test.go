@@ -103,8 +103,8 @@ api_key = "app-x"
 		go func() {
 			defer wg.Done()
 			for i := range work {
-				seed(tb, st, "heavy", fmt.Sprintf("问题编号 %d：报销流程是什么？需要准备哪些材料？", i), benchAnswer,
-					seedOpt{conv: i / 8, newConv: i%8 == 0, at: t0.Add(time.Duration(i) * time.Minute)})
+				seedHistory(tb, st, "heavy", fmt.Sprintf("问题编号 %d：报销流程是什么？需要准备哪些材料？", i), benchAnswer,
+					historySeed{conv: i / 8, newConv: i%8 == 0, at: t0.Add(time.Duration(i) * time.Minute)})
 			}
 		}()
 	}
@@ -115,9 +115,9 @@ api_key = "app-x"
 	wg.Wait()
 	// Some other users, so the heavy one's keys are not alone in the tree.
 	for i := 0; i < 200; i++ {
-		seed(tb, st, fmt.Sprintf("user%03d", i), "别人的问题", "别人的回答", seedOpt{})
+		seedHistory(tb, st, fmt.Sprintf("user%03d", i), "别人的问题", "别人的回答", historySeed{})
 	}
-	token := b64.EncodeToString(randomBytes(32))
+	token := b64url.EncodeToString(randomBytes(32))
 	if err := st.PutSession(kv.Session{ID: sessionRecordID(token), User: "heavy", Expires: time.Now().Add(time.Hour)}); err != nil {
 		tb.Fatal(err)
 	}
@@ -125,5 +125,5 @@ api_key = "app-x"
 	if !strings.HasPrefix(s.sessName, "wb_") {
 		tb.Fatalf("cookie name %s", s.sessName)
 	}
-	return br, token + "." + b64.EncodeToString(mac(s.sessKey, token))
+	return br, token + "." + b64url.EncodeToString(hmacOf(s.sessKey, token))
 }

@@ -203,20 +203,20 @@ func seedBrowserData(t *testing.T, st *kv.Store) {
 	t.Helper()
 	t0 := time.Now().Add(-26 * time.Hour)
 	at := func(m int) time.Time { return t0.Add(time.Duration(m) * time.Minute) }
-	seed(t, st, "zhangsan", "报销需要哪些材料？", "报销需要准备：\n\n1. **发票原件**（抬头为公司全称）\n2. 审批单\n3. 付款凭证\n\n超过 5000 元需要总监审批。",
-		seedOpt{conv: 0, newConv: true, at: at(0)})
-	seed(t, st, "zhangsan", "发票抬头写错了怎么办？", "需要联系开票方**重新开具**，作废的发票不能报销。", seedOpt{conv: 0, at: at(3)})
-	seed(t, st, "zhangsan", "帮我写一个导出脚本", "可以用下面的命令：\n\n```sh\n"+
+	seedHistory(t, st, "zhangsan", "报销需要哪些材料？", "报销需要准备：\n\n1. **发票原件**（抬头为公司全称）\n2. 审批单\n3. 付款凭证\n\n超过 5000 元需要总监审批。",
+		historySeed{conv: 0, newConv: true, at: at(0)})
+	seedHistory(t, st, "zhangsan", "发票抬头写错了怎么办？", "需要联系开票方**重新开具**，作废的发票不能报销。", historySeed{conv: 0, at: at(3)})
+	seedHistory(t, st, "zhangsan", "帮我写一个导出脚本", "可以用下面的命令：\n\n```sh\n"+
 		"oa export --month 2026-01 --format csv --fields id,applicant,department,amount,currency,status,approver,created_at,updated_at --output /tmp/expense-report-2026-01.csv\n"+
 		"```\n\n| 字段 | 含义 | 示例 | 说明 | 必填 | 类型 | 默认值 | 备注 |\n|---|---|---|---|---|---|---|---|\n"+
 		"| id | 编号 | 10001 | 报销单编号 | 是 | 整数 | 无 | 自动生成 |\n| amount | 金额 | 1234.56 | 含税金额 | 是 | 小数 | 0 | 单位：元 |",
-		seedOpt{conv: 0, at: at(5)})
-	seed(t, st, "zhangsan", "年假怎么申请？", "在 OA 系统提交请假单，选择「年假」，由直属上级审批。详见 https://oa.example.com/help/leave/annual-leave-policy-2026-version-final-really-final-this-time-with-a-very-long-path", seedOpt{conv: 1, newConv: true, at: at(24 * 60)})
-	seed(t, st, "zhangsan", `<script>window.__xss=1</script><img src=x onerror="window.__xss=1">`,
+		historySeed{conv: 0, at: at(5)})
+	seedHistory(t, st, "zhangsan", "年假怎么申请？", "在 OA 系统提交请假单，选择「年假」，由直属上级审批。详见 https://oa.example.com/help/leave/annual-leave-policy-2026-version-final-really-final-this-time-with-a-very-long-path", historySeed{conv: 1, newConv: true, at: at(24 * 60)})
+	seedHistory(t, st, "zhangsan", `<script>window.__xss=1</script><img src=x onerror="window.__xss=1">`,
 		"试试这些：<img src=x onerror=window.__xss=1> <svg onload=window.__xss=1></svg>\n\n[点我](javascript:window.__xss=1) ![图](javascript:window.__xss=1)\n\n<details open ontoggle=window.__xss=1>x</details><style>body{display:none}</style>",
-		seedOpt{conv: 1, at: at(24*60 + 2)})
-	seed(t, st, "zhangsan", "Averyveryverylongwordwithoutanyspacesthatwouldoverflowanarrowphonescreenifnotwrapped_averyveryverylongword", "收到。", seedOpt{conv: 1, at: at(24*60 + 4)})
-	seed(t, st, "zhangsan", "公司有几天年假？", "抱歉，回答时出了点问题，请稍后再试。（参考编号：K7Q2XM）", seedOpt{conv: 1, status: kv.StatusFailed, ref: "K7Q2XM", at: at(24*60 + 6)})
-	seed(t, st, "zhangsan", "帮我总结一下今天的会议", "", seedOpt{app: "chat", status: kv.StatusPending, at: at(24*60 + 8)})
-	seed(t, st, "lisi", "李四的问题", "李四的回答", seedOpt{at: at(1)})
+		historySeed{conv: 1, at: at(24*60 + 2)})
+	seedHistory(t, st, "zhangsan", "Averyveryverylongwordwithoutanyspacesthatwouldoverflowanarrowphonescreenifnotwrapped_averyveryverylongword", "收到。", historySeed{conv: 1, at: at(24*60 + 4)})
+	seedHistory(t, st, "zhangsan", "公司有几天年假？", "抱歉，回答时出了点问题，请稍后再试。（参考编号：K7Q2XM）", historySeed{conv: 1, status: kv.StatusFailed, ref: "K7Q2XM", at: at(24*60 + 6)})
+	seedHistory(t, st, "zhangsan", "帮我总结一下今天的会议", "", historySeed{app: "chat", status: kv.StatusPending, at: at(24*60 + 8)})
+	seedHistory(t, st, "lisi", "李四的问题", "李四的回答", historySeed{at: at(1)})
 }

@@ -24,7 +24,7 @@ import (
 // the page's CSP loads no image from elsewhere and a remote image would tell
 // a third party who read the answer, and when.
 
-var md = goldmark.New(
+var mdRenderer = goldmark.New(
 	goldmark.WithExtensions(
 		extension.NewTable(extension.WithTableCellAlignMethod(extension.TableCellAlignAttribute)),
 		extension.Strikethrough,
@@ -45,7 +45,7 @@ func renderMarkdown(src string) template.HTML {
 	buf := mdBufs.Get().(*bytes.Buffer)
 	buf.Reset()
 	defer mdBufs.Put(buf)
-	if err := md.Convert([]byte(src), buf); err != nil {
+	if err := mdRenderer.Convert([]byte(src), buf); err != nil {
 		// goldmark does not fail on any input; if it ever does, show text.
 		return template.HTML("<p>" + template.HTMLEscapeString(src) + "</p>")
 	}

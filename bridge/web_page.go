@@ -19,9 +19,9 @@ import (
 // chinaTime is how times are shown: WeCom users are in UTC+8 (no DST).
 var chinaTime = time.FixedZone("CST", 8*3600)
 
-// view is what a request asks to see, after access checks.
-type view struct {
-	sess   session
+// historyView is what a request asks to see, after access checks.
+type historyView struct {
+	sess   webSession
 	target string // whose history
 	admin  bool   // the signed-in user is an admin
 	search string
@@ -29,12 +29,12 @@ type view struct {
 }
 
 // viewing reports an admin looking at someone else's history.
-func (v *view) viewing() bool { return v.target != v.sess.user }
+func (v *historyView) viewing() bool { return v.target != v.sess.user }
 
 // resolve authenticates the request and checks what it asks for. It answers
 // the request itself (sign-in redirect, 400 or 403) and returns false when
 // nothing more is to be done.
-func (w *web) resolve(ctx *fasthttp.RequestCtx, s *webSettings) (*view, bool) {
+func (w *web) resolve(ctx *fasthttp.RequestCtx, s *webSettings) (*historyView, bool) {
 	sess, err := w.session(ctx, s)
 	if err != nil {
 		if len(ctx.Request.Header.Cookie(s.sessName)) > 0 {
@@ -44,7 +44,7 @@ func (w *web) resolve(ctx *fasthttp.RequestCtx, s *webSettings) (*view, bool) {
 		return nil, false
 	}
 	args := ctx.QueryArgs()
-	v := &view{sess: sess, target: sess.user, admin: s.admins[strings.ToLower(sess.user)]}
+	v := &historyView{sess: sess, target: sess.user, admin: s.admins[strings.ToLower(sess.user)]}
 	if u := strings.TrimSpace(string(args.Peek("user"))); u != "" && !strings.EqualFold(u, sess.user) {
 		if !validUserID(u) {
 			w.message(ctx, s, fasthttp.StatusBadRequest, msgBadRequest)
@@ -164,7 +164,7 @@ func (w *web) page(ctx *fasthttp.RequestCtx, s *webSettings) {
 
 // buildPage makes the view of up to pageSize entries; a further entry, if
 // given, is only looked at.
-func (w *web) buildPage(s *webSettings, v *view, entries []kv.Entry) *pageView {
+func (w *web) buildPage(s *webSettings, v *historyView, entries []kv.Entry) *pageView {
 	now := w.b.now()
 	var next uint64
 	var peek *kv.Entry
@@ -424,7 +424,7 @@ func (w *web) export(ctx *fasthttp.RequestCtx, s *webSettings, format string) {
 	ctx.SetBody(exportMarkdown(v, all, now))
 }
 
-func exportMarkdown(v *view, all []kv.Entry, now time.Time) []byte {
+func exportMarkdown(v *historyView, all []kv.Entry, now time.Time) []byte {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "# 问答记录：%s\n\n", v.target)
 	fmt.Fprintf(&b, "导出时间：%s（UTC+8）· 共 %d 条 · 按时间从早到晚", now.In(chinaTime).Format("2006-01-02 15:04"), len(all))

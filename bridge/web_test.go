@@ -22,9 +22,9 @@ const (
 	uaWeCom   = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 wxwork/4.1.26 MicroMessenger/7.0.1 Language/zh ColorScheme/Light"
 )
 
-// browser is a minimal cookie-keeping HTTP client that does not follow
+// webBrowser is a minimal cookie-keeping HTTP client that does not follow
 // redirects, so every step of the sign-in can be checked.
-type browser struct {
+type webBrowser struct {
 	t   *testing.T
 	h   *harness
 	ua  string
@@ -32,15 +32,15 @@ type browser struct {
 	hc  *http.Client
 }
 
-func newBrowser(h *harness, ua string) *browser {
-	return &browser{t: h.t, h: h, ua: ua, jar: map[string]*http.Cookie{}, hc: &http.Client{
+func newBrowser(h *harness, ua string) *webBrowser {
+	return &webBrowser{t: h.t, h: h, ua: ua, jar: map[string]*http.Cookie{}, hc: &http.Client{
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		Timeout:       10 * time.Second,
 	}}
 }
 
 // local maps a public URL (https://bot.example.com/...) to the daemon.
-func (b *browser) local(u string) string {
+func (b *webBrowser) local(u string) string {
 	if rest, ok := strings.CutPrefix(u, "https://bot.example.com"); ok {
 		return b.h.base + rest
 	}
@@ -50,16 +50,16 @@ func (b *browser) local(u string) string {
 	return u
 }
 
-type page struct {
+type webPage struct {
 	status int
 	header http.Header
 	body   string
 	set    []*http.Cookie
 }
 
-func (p page) location() string { return p.header.Get("Location") }
+func (p webPage) location() string { return p.header.Get("Location") }
 
-func (b *browser) do(method, target string, form url.Values) page {
+func (b *webBrowser) do(method, target string, form url.Values) webPage {
 	b.t.Helper()
 	var body io.Reader
 	if form != nil {
@@ -82,7 +82,7 @@ func (b *browser) do(method, target string, form url.Values) page {
 	if err != nil {
 		b.t.Fatal(err)
 	}
-	p := page{status: resp.StatusCode, header: resp.Header, body: readAll(b.t, resp), set: resp.Cookies()}
+	p := webPage{status: resp.StatusCode, header: resp.Header, body: readAll(b.t, resp), set: resp.Cookies()}
 	if strings.HasPrefix(req.URL.String(), b.h.base) {
 		for _, c := range p.set {
 			if c.MaxAge < 0 || c.Value == "" {
@@ -95,11 +95,14 @@ func (b *browser) do(method, target string, form url.Values) page {
 	return p
 }
 
-func (b *browser) get(target string) page { b.t.Helper(); return b.do(http.MethodGet, target, nil) }
+func (b *webBrowser) get(target string) webPage {
+	b.t.Helper()
+	return b.do(http.MethodGet, target, nil)
+}
 
 // begin asks for path without a session and returns the WeCom URL the
 // daemon sends the browser to.
-func (b *browser) begin(path string) string {
+func (b *webBrowser) begin(path string) string {
 	b.t.Helper()
 	p := b.get(path)
 	if p.status != http.StatusFound || !strings.HasPrefix(p.location(), b.h.wc.URL()) {
@@ -110,7 +113,7 @@ func (b *browser) begin(path string) string {
 
 // atWeCom follows the WeCom login page and returns the callback URL it
 // redirects to (with code and state).
-func (b *browser) atWeCom(wecomURL string) string {
+func (b *webBrowser) atWeCom(wecomURL string) string {
 	b.t.Helper()
 	p := b.get(wecomURL)
 	if p.status != http.StatusFound {
@@ -120,7 +123,7 @@ func (b *browser) atWeCom(wecomURL string) string {
 }
 
 // login signs in as user and returns the page landed on.
-func (b *browser) login(user, path string) page {
+func (b *webBrowser) login(user, path string) webPage {
 	b.t.Helper()
 	b.h.wc.SetLoginUser(user)
 	cb := b.atWeCom(b.begin(path))
@@ -131,7 +134,7 @@ func (b *browser) login(user, path string) page {
 	return b.get(p.location())
 }
 
-func (b *browser) session() *http.Cookie {
+func (b *webBrowser) session() *http.Cookie {
 	for _, name := range []string{"__Host-wb_session", "wb_session"} {
 		if c := b.jar[name]; c != nil {
 			return c
@@ -142,7 +145,7 @@ func (b *browser) session() *http.Cookie {
 
 var seedN atomic.Uint64
 
-type seedOpt struct {
+type historySeed struct {
 	app     string
 	status  kv.Status
 	conv    int
@@ -152,7 +155,7 @@ type seedOpt struct {
 }
 
 // seed records a question and its answer for user directly in the store.
-func seed(t testing.TB, st *kv.Store, user, q, a string, o seedOpt) uint64 {
+func seedHistory(t testing.TB, st *kv.Store, user, q, a string, o historySeed) uint64 {
 	t.Helper()
 	if o.app == "" {
 		o.app = "helpdesk"
@@ -189,7 +192,7 @@ func seed(t testing.TB, st *kv.Store, user, q, a string, o seedOpt) uint64 {
 }
 
 // The whole flow through the browser (QR) login: the daemon sends the
-// browser to WeCom with a fresh state, the callback exchanges the code and
+// webBrowser to WeCom with a fresh state, the callback exchanges the code and
 // sets the session cookie, and the page shows this user's questions and
 // answers only.
 func TestHistoryLoginShowsOwnHistory(t *testing.T) {
@@ -266,7 +269,7 @@ func TestHistoryLoginShowsOwnHistory(t *testing.T) {
 	}
 }
 
-func checkSecurityHeaders(t *testing.T, p page) {
+func checkSecurityHeaders(t *testing.T, p webPage) {
 	t.Helper()
 	csp := p.header.Get("Content-Security-Policy")
 	for _, want := range []string{"default-src 'self'", "script-src 'self'", "style-src 'self'", "frame-ancestors 'self'", "object-src 'none'"} {
@@ -286,8 +289,8 @@ func checkSecurityHeaders(t *testing.T, p page) {
 // signing in the browser lands on the page it first asked for.
 func TestHistoryInAppOAuthReturnsToPage(t *testing.T) {
 	h := newHarness(t, "")
-	seed(t, h.store, "zhangsan", "关于年假的问题", "年假有五天。", seedOpt{newConv: true})
-	seed(t, h.store, "zhangsan", "关于报销的问题", "找财务。", seedOpt{})
+	seedHistory(t, h.store, "zhangsan", "关于年假的问题", "年假有五天。", historySeed{newConv: true})
+	seedHistory(t, h.store, "zhangsan", "关于报销的问题", "找财务。", historySeed{})
 	b := newBrowser(h, uaWeCom)
 	h.wc.SetLoginUser("zhangsan")
 	loc := b.begin("/history?q=%E5%B9%B4%E5%81%87")
@@ -326,7 +329,7 @@ func TestHistoryLoginApp(t *testing.T) {
 // fresh state, does not sign anyone in.
 func TestHistoryReplayedCodeRejected(t *testing.T) {
 	h := newHarness(t, "")
-	seed(t, h.store, "zhangsan", "问题", "回答", seedOpt{})
+	seedHistory(t, h.store, "zhangsan", "问题", "回答", historySeed{})
 	b := newBrowser(h, uaDesktop)
 	h.wc.SetLoginUser("zhangsan")
 	loc := b.begin("/history")
@@ -349,7 +352,7 @@ func TestHistoryReplayedCodeRejected(t *testing.T) {
 	b3 := newBrowser(h, uaDesktop)
 	loc3 := b3.begin("/history")
 	u3, _ := url.Parse(loc3)
-	code := mustQuery(t, cb).Get("code")
+	code := queryOf(t, cb).Get("code")
 	p = b3.get("/history/callback?code=" + url.QueryEscape(code) + "&state=" + u3.Query().Get("state"))
 	if p.status != http.StatusBadRequest || b3.session() != nil || !strings.Contains(p.body, "登录未完成") {
 		t.Fatalf("reused code: %d, session %v\n%s", p.status, b3.session(), p.body)
@@ -359,7 +362,7 @@ func TestHistoryReplayedCodeRejected(t *testing.T) {
 	}
 }
 
-func mustQuery(t *testing.T, raw string) url.Values {
+func queryOf(t *testing.T, raw string) url.Values {
 	t.Helper()
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -396,7 +399,7 @@ func TestHistoryStateMismatchRejected(t *testing.T) {
 	b := newBrowser(h, uaDesktop)
 	loc := b.begin("/history")
 	cb := b.atWeCom(loc)
-	q := mustQuery(t, cb)
+	q := queryOf(t, cb)
 	st := q.Get("state")
 	alt := "0" + st[1:]
 	if alt == st {
@@ -421,14 +424,14 @@ func TestHistoryStateMismatchRejected(t *testing.T) {
 	b4 := newBrowser(h, uaDesktop)
 	loc4 := b4.begin("/history")
 	c := b4.jar["__Host-wb_state"]
-	c.Value = flip(c.Value, 3)
+	c.Value = flipChar(c.Value, 3)
 	if p = b4.get(b4.atWeCom(loc4)); p.status != http.StatusBadRequest || b4.session() != nil {
 		t.Fatalf("tampered state cookie: %d", p.status)
 	}
 }
 
 // flip changes the character at i of a base64url string.
-func flip(s string, i int) string {
+func flipChar(s string, i int) string {
 	c := byte('A')
 	if s[i] == 'A' {
 		c = 'B'
@@ -440,7 +443,7 @@ func flip(s string, i int) string {
 // sign-in, never to data.
 func TestHistoryBadSessionCookie(t *testing.T) {
 	h := newHarness(t, "")
-	seed(t, h.store, "zhangsan", "机密问题", "机密回答", seedOpt{})
+	seedHistory(t, h.store, "zhangsan", "机密问题", "机密回答", historySeed{})
 	b := newBrowser(h, uaDesktop)
 	if p := b.login("zhangsan", "/history"); !strings.Contains(p.body, "机密回答") {
 		t.Fatal("signed in, but no data")
@@ -448,13 +451,13 @@ func TestHistoryBadSessionCookie(t *testing.T) {
 	good := *b.session()
 	token, sig, _ := strings.Cut(good.Value, ".")
 	for name, value := range map[string]string{
-		"mac flipped":   token + "." + flip(sig, 5),
-		"token flipped": flip(token, 5) + "." + sig,
+		"mac flipped":   token + "." + flipChar(sig, 5),
+		"token flipped": flipChar(token, 5) + "." + sig,
 		"no mac":        token,
 		"empty mac":     token + ".",
 		"garbage":       "x.y",
 		"forged":        strings.Repeat("A", 43) + "." + strings.Repeat("A", 43),
-		"other user":    strings.Replace(good.Value, token, b64.EncodeToString([]byte("zhangsan"+strings.Repeat("x", 24))), 1),
+		"other user":    strings.Replace(good.Value, token, b64url.EncodeToString([]byte("zhangsan"+strings.Repeat("x", 24))), 1),
 	} {
 		x := newBrowser(h, uaDesktop)
 		x.jar[good.Name] = &http.Cookie{Name: good.Name, Value: value}
@@ -472,7 +475,7 @@ func TestHistoryBadSessionCookie(t *testing.T) {
 
 func TestHistorySessionExpires(t *testing.T) {
 	h := newHarness(t, "\n[history]\nsession_ttl = \"1s\"\n")
-	seed(t, h.store, "zhangsan", "机密问题", "机密回答", seedOpt{})
+	seedHistory(t, h.store, "zhangsan", "机密问题", "机密回答", historySeed{})
 	b := newBrowser(h, uaDesktop)
 	b.login("zhangsan", "/history")
 	if c := b.session(); c == nil || c.MaxAge != 1 {
@@ -490,8 +493,8 @@ func TestHistorySessionExpires(t *testing.T) {
 // 403, for the page and the exports.
 func TestHistoryOtherUserForbidden(t *testing.T) {
 	h := newHarness(t, "")
-	seed(t, h.store, "zhangsan", "张三的问题", "张三的回答", seedOpt{})
-	seed(t, h.store, "lisi", "李四的问题", "李四的回答", seedOpt{})
+	seedHistory(t, h.store, "zhangsan", "张三的问题", "张三的回答", historySeed{})
+	seedHistory(t, h.store, "lisi", "李四的问题", "李四的回答", historySeed{})
 	b := newBrowser(h, uaDesktop)
 	b.login("zhangsan", "/history")
 	for _, path := range []string{"/history?user=lisi", "/history/export.md?user=lisi", "/history/export.json?user=lisi", "/history?user=LISI&q=%E6%9D%8E"} {
@@ -516,8 +519,8 @@ func TestHistoryOtherUserForbidden(t *testing.T) {
 // Admins may view and export anyone's history with ?user=.
 func TestHistoryAdminViewsUser(t *testing.T) {
 	h := newHarness(t, "\n[history]\nadmins = [\"WangWu\"]\n") // userids ignore case
-	seed(t, h.store, "zhangsan", "张三的问题", "张三的回答", seedOpt{})
-	seed(t, h.store, "wangwu", "王五的问题", "王五的回答", seedOpt{})
+	seedHistory(t, h.store, "zhangsan", "张三的问题", "张三的回答", historySeed{})
+	seedHistory(t, h.store, "wangwu", "王五的问题", "王五的回答", historySeed{})
 	b := newBrowser(h, uaDesktop)
 	p := b.login("wangwu", "/history")
 	if !strings.Contains(p.body, "王五的回答") || !strings.Contains(p.body, "管理员：查看成员记录") {
@@ -575,9 +578,9 @@ func TestHistoryXSSInert(t *testing.T) {
 		`{{.CSRF}} ${alert(1)}`,
 	}
 	for _, pl := range payloads {
-		seed(t, h.store, "zhangsan", "问："+pl, "答："+pl, seedOpt{})
+		seedHistory(t, h.store, "zhangsan", "问："+pl, "答："+pl, historySeed{})
 	}
-	seed(t, h.store, "zhangsan", "<b>拒绝</b>", `<script>window.__xss=1</script>`, seedOpt{status: kv.StatusRefused})
+	seedHistory(t, h.store, "zhangsan", "<b>拒绝</b>", `<script>window.__xss=1</script>`, historySeed{status: kv.StatusRefused})
 	b := newBrowser(h, uaDesktop)
 	p := b.login("zhangsan", "/history?q=")
 	if p.status != http.StatusOK {
@@ -676,7 +679,7 @@ func TestRenderMarkdownSafe(t *testing.T) {
 // clears the cookie.
 func TestHistoryLogout(t *testing.T) {
 	h := newHarness(t, "")
-	seed(t, h.store, "zhangsan", "问题一", "回答一", seedOpt{})
+	seedHistory(t, h.store, "zhangsan", "问题一", "回答一", historySeed{})
 	b := newBrowser(h, uaDesktop)
 	p := b.login("zhangsan", "/history")
 	m := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindStringSubmatch(p.body)
@@ -688,7 +691,7 @@ func TestHistoryLogout(t *testing.T) {
 	if p = b.get("/history/logout"); p.status != http.StatusMethodNotAllowed {
 		t.Errorf("GET logout: %d", p.status)
 	}
-	for _, bad := range []url.Values{{}, {"csrf": {""}}, {"csrf": {flip(m[1], 2)}}} {
+	for _, bad := range []url.Values{{}, {"csrf": {""}}, {"csrf": {flipChar(m[1], 2)}}} {
 		if p = b.do(http.MethodPost, "/history/logout", bad); p.status != http.StatusForbidden {
 			t.Errorf("logout with csrf %q: %d", bad.Get("csrf"), p.status)
 		}
@@ -734,7 +737,7 @@ func TestHistoryLogout(t *testing.T) {
 // and a clear refusal.
 func TestHistoryNonMemberRefused(t *testing.T) {
 	h := newHarness(t, "")
-	seed(t, h.store, wecomtest.OpenID(testCorp, "stranger"), "问题", "回答", seedOpt{})
+	seedHistory(t, h.store, wecomtest.OpenID(testCorp, "stranger"), "问题", "回答", historySeed{})
 	b := newBrowser(h, uaDesktop)
 	h.wc.SetLoginUser("stranger")
 	p := b.get(b.atWeCom(b.begin("/history")))
@@ -747,11 +750,11 @@ func TestHistoryNonMemberRefused(t *testing.T) {
 func TestHistoryExport(t *testing.T) {
 	h := newHarness(t, "")
 	t0 := time.Now().Add(-48 * time.Hour).Truncate(time.Minute)
-	seed(t, h.store, "zhangsan", "第一个问题", "第一个回答", seedOpt{newConv: true, at: t0})
-	seed(t, h.store, "zhangsan", "第二个问题\n第二行", "第二个**回答**", seedOpt{conv: 0, at: t0.Add(time.Minute)})
-	seed(t, h.store, "zhangsan", "失败的问题", "抱歉（参考编号：R123）", seedOpt{status: kv.StatusFailed, ref: "R123", at: t0.Add(2 * time.Minute)})
-	seed(t, h.store, "zhangsan", "等待中的问题", "", seedOpt{status: kv.StatusPending, at: t0.Add(3 * time.Minute)})
-	seed(t, h.store, "lisi", "李四的问题", "李四的回答", seedOpt{at: t0})
+	seedHistory(t, h.store, "zhangsan", "第一个问题", "第一个回答", historySeed{newConv: true, at: t0})
+	seedHistory(t, h.store, "zhangsan", "第二个问题\n第二行", "第二个**回答**", historySeed{conv: 0, at: t0.Add(time.Minute)})
+	seedHistory(t, h.store, "zhangsan", "失败的问题", "抱歉（参考编号：R123）", historySeed{status: kv.StatusFailed, ref: "R123", at: t0.Add(2 * time.Minute)})
+	seedHistory(t, h.store, "zhangsan", "等待中的问题", "", historySeed{status: kv.StatusPending, at: t0.Add(3 * time.Minute)})
+	seedHistory(t, h.store, "lisi", "李四的问题", "李四的回答", historySeed{at: t0})
 	b := newBrowser(h, uaDesktop)
 	b.login("zhangsan", "/history")
 
@@ -806,8 +809,8 @@ func TestHistoryPagesAndSearch(t *testing.T) {
 	h := newHarness(t, "")
 	t0 := time.Now().Add(-time.Hour)
 	for i := 0; i < 45; i++ {
-		seed(t, h.store, "zhangsan", fmt.Sprintf("问题编号%02d", i), fmt.Sprintf("回答编号%02d", i),
-			seedOpt{conv: i / 10, newConv: i%10 == 0, at: t0.Add(time.Duration(i) * time.Second)})
+		seedHistory(t, h.store, "zhangsan", fmt.Sprintf("问题编号%02d", i), fmt.Sprintf("回答编号%02d", i),
+			historySeed{conv: i / 10, newConv: i%10 == 0, at: t0.Add(time.Duration(i) * time.Second)})
 	}
 	b := newBrowser(h, uaDesktop)
 	p := b.login("zhangsan", "/history")
@@ -867,14 +870,14 @@ func TestHistoryGroupsAndStatuses(t *testing.T) {
 	h := newHarness(t, "")
 	t0 := time.Now().Add(-time.Hour)
 	at := func(i int) time.Time { return t0.Add(time.Duration(i) * time.Minute) }
-	seed(t, h.store, "zhangsan", "第一轮问题", "第一轮回答", seedOpt{conv: 0, newConv: true, at: at(0)})
-	seed(t, h.store, "zhangsan", "第一轮追问", "第一轮追答", seedOpt{conv: 0, at: at(1)})
-	seed(t, h.store, "zhangsan", "被拒的问题", "抱歉，你暂时没有使用这个应用的权限", seedOpt{status: kv.StatusRefused, at: at(2)})
-	seed(t, h.store, "zhangsan", "第二轮问题", "第二轮回答", seedOpt{conv: 1, newConv: true, at: at(3)})
-	seed(t, h.store, "zhangsan", "另一个应用的问题", "另一个应用的回答", seedOpt{app: "chat", conv: 0, newConv: true, at: at(4)})
-	seed(t, h.store, "zhangsan", "失败的问题", "抱歉，回答时出了点问题（参考编号：ABC123）", seedOpt{conv: 1, status: kv.StatusFailed, ref: "ABC123", at: at(5)})
-	seed(t, h.store, "zhangsan", "回答中的问题", "部分回答", seedOpt{conv: 1, status: kv.StatusAnswering, at: at(6)})
-	seed(t, h.store, "zhangsan", "排队的问题", "", seedOpt{status: kv.StatusPending, at: at(7)})
+	seedHistory(t, h.store, "zhangsan", "第一轮问题", "第一轮回答", historySeed{conv: 0, newConv: true, at: at(0)})
+	seedHistory(t, h.store, "zhangsan", "第一轮追问", "第一轮追答", historySeed{conv: 0, at: at(1)})
+	seedHistory(t, h.store, "zhangsan", "被拒的问题", "抱歉，你暂时没有使用这个应用的权限", historySeed{status: kv.StatusRefused, at: at(2)})
+	seedHistory(t, h.store, "zhangsan", "第二轮问题", "第二轮回答", historySeed{conv: 1, newConv: true, at: at(3)})
+	seedHistory(t, h.store, "zhangsan", "另一个应用的问题", "另一个应用的回答", historySeed{app: "chat", conv: 0, newConv: true, at: at(4)})
+	seedHistory(t, h.store, "zhangsan", "失败的问题", "抱歉，回答时出了点问题（参考编号：ABC123）", historySeed{conv: 1, status: kv.StatusFailed, ref: "ABC123", at: at(5)})
+	seedHistory(t, h.store, "zhangsan", "回答中的问题", "部分回答", historySeed{conv: 1, status: kv.StatusAnswering, at: at(6)})
+	seedHistory(t, h.store, "zhangsan", "排队的问题", "", historySeed{status: kv.StatusPending, at: at(7)})
 	b := newBrowser(h, uaDesktop)
 	p := b.login("zhangsan", "/history")
 	// Newest first: [helpdesk conv1: 排队, 回答中, 失败] [chat conv0 /new]
@@ -965,11 +968,11 @@ func TestHistoryPublicURLPrefix(t *testing.T) {
 		return strings.Replace(s, `public_url = "https://bot.example.com"`, `public_url = "https://bot.example.com/ai/"`, 1)
 	}
 	h.restart()
-	seed(t, h.store, "zhangsan", "问题", "回答", seedOpt{})
+	seedHistory(t, h.store, "zhangsan", "问题", "回答", historySeed{})
 	b := newBrowser(h, uaDesktop)
 	h.wc.SetLoginUser("zhangsan")
 	loc := b.begin("/history?q=%E9%97%AE")
-	if got := mustQuery(t, loc).Get("redirect_uri"); got != "https://bot.example.com/ai/history/callback" {
+	if got := queryOf(t, loc).Get("redirect_uri"); got != "https://bot.example.com/ai/history/callback" {
 		t.Fatalf("redirect_uri = %q", got)
 	}
 	cb := b.atWeCom(loc) // https://bot.example.com/ai/history/callback?...
@@ -988,7 +991,7 @@ func TestHistoryPublicURLPrefix(t *testing.T) {
 // Config reload updates the admins.
 func TestHistoryReloadAdmins(t *testing.T) {
 	h := newHarness(t, "")
-	seed(t, h.store, "lisi", "李四的问题", "李四的回答", seedOpt{})
+	seedHistory(t, h.store, "lisi", "李四的问题", "李四的回答", historySeed{})
 	b := newBrowser(h, uaDesktop)
 	b.login("zhangsan", "/history")
 	if p := b.get("/history?user=lisi"); p.status != http.StatusForbidden {
@@ -1032,16 +1035,16 @@ func TestHistoryConfiguredSessionKey(t *testing.T) {
 func TestHistoryContinuedMarker(t *testing.T) {
 	h := newHarness(t, "")
 	t0 := time.Now().Add(-time.Hour)
-	seed(t, h.store, "zhangsan", "另一个应用", "回答", seedOpt{app: "chat", conv: 0, newConv: true, at: t0})
+	seedHistory(t, h.store, "zhangsan", "另一个应用", "回答", historySeed{app: "chat", conv: 0, newConv: true, at: t0})
 	for i := 1; i <= pageSize; i++ {
-		seed(t, h.store, "zhangsan", fmt.Sprintf("问题%d", i), "回答", seedOpt{conv: 3, at: t0.Add(time.Duration(i) * time.Second)})
+		seedHistory(t, h.store, "zhangsan", fmt.Sprintf("问题%d", i), "回答", historySeed{conv: 3, at: t0.Add(time.Duration(i) * time.Second)})
 	}
 	b := newBrowser(h, uaDesktop)
 	p := b.login("zhangsan", "/history")
 	if !strings.Contains(p.body, "更早的记录") || strings.Contains(p.body, "本对话更早的内容在下一页") {
 		t.Errorf("page 1 claims the conversation goes on:\n%s", p.body)
 	}
-	seed(t, h.store, "zhangsan", "再问一个", "回答", seedOpt{conv: 3, at: t0.Add(time.Minute)})
+	seedHistory(t, h.store, "zhangsan", "再问一个", "回答", historySeed{conv: 3, at: t0.Add(time.Minute)})
 	if p = b.get("/history"); !strings.Contains(p.body, "本对话更早的内容在下一页") {
 		t.Error("a conversation cut by the page is not marked")
 	}

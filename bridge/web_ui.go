@@ -20,7 +20,8 @@ import (
 //go:embed assets/*.html assets/static/*
 var assetFS embed.FS
 
-type ui struct {
+// webUI holds the parsed templates and the static files.
+type webUI struct {
 	tpl    *template.Template
 	files  map[string]staticFile // by name
 	urlFor map[string]string     // name → "static/<hash>/<name>" (without base)
@@ -33,8 +34,8 @@ type staticFile struct {
 	etag  string
 }
 
-func newUI() (*ui, error) {
-	u := &ui{files: map[string]staticFile{}, urlFor: map[string]string{}}
+func newUI() (*webUI, error) {
+	u := &webUI{files: map[string]staticFile{}, urlFor: map[string]string{}}
 	entries, err := fs.ReadDir(assetFS, "assets/static")
 	if err != nil {
 		return nil, err
@@ -67,7 +68,7 @@ func newUI() (*ui, error) {
 
 // static serves an embedded file. The hashed URL is immutable; any other
 // version of it (an old hash) gets the current file, revalidated by ETag.
-func (u *ui) static(ctx *fasthttp.RequestCtx, rest string) {
+func (u *webUI) static(ctx *fasthttp.RequestCtx, rest string) {
 	hash, name, ok := strings.Cut(rest, "/")
 	f, found := u.files[name]
 	if !ok || !found {
@@ -90,9 +91,9 @@ func (u *ui) static(ctx *fasthttp.RequestCtx, rest string) {
 	ctx.SetBody(f.body)
 }
 
-// message is the text of a small page: a sign-in problem, a refusal, the
+// webMessage is the text of a small page: a sign-in problem, a refusal, the
 // signed-out note.
-type message struct {
+type webMessage struct {
 	Title  string
 	Text   string
 	Action string // link label; "" for none
@@ -100,29 +101,29 @@ type message struct {
 }
 
 var (
-	msgSignedOut   = message{"已退出登录", "你已退出问答记录页面。在这台设备上再次查看需要重新登录。", "重新登录", "/login"}
-	msgBadState    = message{"登录已失效", "这次登录已过期、已经使用过，或不是在这个浏览器里发起的。请重新登录。", "重新登录", "/login"}
-	msgBadCode     = message{"登录未完成", "企业微信的登录凭证无效或已过期（凭证只能使用一次，5 分钟内有效）。请重新登录。", "重新登录", "/login"}
-	msgNoCode      = message{"登录未完成", "没有收到企业微信的登录授权，可能是登录被取消了。", "重新登录", "/login"}
-	msgNotMember   = message{"仅限本企业成员", "这个页面只对本企业的成员开放。你登录的企业微信账号不是本企业的成员（或不在应用的可见范围内），因此无法查看问答记录。如有疑问，请联系管理员。", "", ""}
-	msgWeComDown   = message{"暂时无法登录", "暂时无法连接企业微信完成登录，请稍后再试。", "重试", "/login"}
-	msgUnavailable = message{"服务暂时不可用", "服务暂时不可用，请稍后再试。", "重试", ""}
-	msgForbidden   = message{"无权查看", "你只能查看自己的问答记录。", "返回我的记录", ""}
-	msgBadRequest  = message{"请求无效", "链接中的参数无效。", "返回我的记录", ""}
-	msgBadCSRF     = message{"操作未完成", "页面已过期，请刷新后再试。", "返回我的记录", ""}
-	msgMethod      = message{"不支持的请求", "这个地址不支持这种请求方式。", "返回我的记录", ""}
-	msgNotFound    = message{"页面不存在", "没有找到这个页面。", "返回我的记录", ""}
+	msgSignedOut   = webMessage{"已退出登录", "你已退出问答记录页面。在这台设备上再次查看需要重新登录。", "重新登录", "/login"}
+	msgBadState    = webMessage{"登录已失效", "这次登录已过期、已经使用过，或不是在这个浏览器里发起的。请重新登录。", "重新登录", "/login"}
+	msgBadCode     = webMessage{"登录未完成", "企业微信的登录凭证无效或已过期（凭证只能使用一次，5 分钟内有效）。请重新登录。", "重新登录", "/login"}
+	msgNoCode      = webMessage{"登录未完成", "没有收到企业微信的登录授权，可能是登录被取消了。", "重新登录", "/login"}
+	msgNotMember   = webMessage{"仅限本企业成员", "这个页面只对本企业的成员开放。你登录的企业微信账号不是本企业的成员（或不在应用的可见范围内），因此无法查看问答记录。如有疑问，请联系管理员。", "", ""}
+	msgWeComDown   = webMessage{"暂时无法登录", "暂时无法连接企业微信完成登录，请稍后再试。", "重试", "/login"}
+	msgUnavailable = webMessage{"服务暂时不可用", "服务暂时不可用，请稍后再试。", "重试", ""}
+	msgForbidden   = webMessage{"无权查看", "你只能查看自己的问答记录。", "返回我的记录", ""}
+	msgBadRequest  = webMessage{"请求无效", "链接中的参数无效。", "返回我的记录", ""}
+	msgBadCSRF     = webMessage{"操作未完成", "页面已过期，请刷新后再试。", "返回我的记录", ""}
+	msgMethod      = webMessage{"不支持的请求", "这个地址不支持这种请求方式。", "返回我的记录", ""}
+	msgNotFound    = webMessage{"页面不存在", "没有找到这个页面。", "返回我的记录", ""}
 )
 
+// messageView is the data of message.html.
 type messageView struct {
-	message
-	Base  string
-	Href  string
-	Title string
+	webMessage
+	Base string
+	Href string // absolute path of the action link
 }
 
-func (w *web) message(ctx *fasthttp.RequestCtx, s *webSettings, status int, m message) {
-	v := messageView{message: m, Base: s.base, Href: s.base + m.Href, Title: m.Title}
+func (w *web) message(ctx *fasthttp.RequestCtx, s *webSettings, status int, m webMessage) {
+	v := messageView{webMessage: m, Base: s.base, Href: s.base + m.Href}
 	ctx.SetStatusCode(status)
 	ctx.SetContentType("text/html; charset=utf-8")
 	if err := w.ui.tpl.ExecuteTemplate(ctx, "message.html", v); err != nil {
