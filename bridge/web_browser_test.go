@@ -22,7 +22,8 @@ const chromiumPath = "/usr/bin/chromium"
 // client, through the whole sign-in against the fake WeCom, and checks what
 // the page really is: the text is there, no script of the stored content
 // ran, the page's own script did, nothing broke the CSP, and the layout fits
-// a 390-px-wide screen. Set HISTORY_SCREENSHOT=/tmp/x.png to keep a picture.
+// a 390-px-wide screen. Set HISTORY_SCREENSHOT=/tmp/x.png to keep pictures
+// (the page, and x-signed-out.png).
 func TestHistoryBrowser(t *testing.T) {
 	if _, err := os.Stat(chromiumPath); err != nil {
 		// Not a skip: in CI a missing browser must not pass silently.
@@ -182,6 +183,15 @@ func TestHistoryBrowser(t *testing.T) {
 	}
 	if text, _ = eval(`document.body.innerText`).(string); !strings.Contains(text, "已退出登录") {
 		t.Errorf("signed-out page: %s", text)
+	}
+	if path := os.Getenv("HISTORY_SCREENSHOT"); path != "" {
+		png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(strings.TrimSuffix(path, ".png")+"-signed-out.png", png, 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if v := eval(`document.cookie`); v != "" {
 		t.Errorf("cookies readable by script: %v", v)
