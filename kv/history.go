@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -104,7 +103,7 @@ func (s *Store) History(q HistoryQuery) (entries []Entry, next uint64, err error
 	if q.Limit > 500 {
 		q.Limit = 500
 	}
-	needle := []byte(strings.ToLower(q.Search))
+	needle := []byte(asciiLower(q.Search))
 	prefix := append([]byte(q.User), 0)
 	err = s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketHist).Cursor()
@@ -132,8 +131,7 @@ func (s *Store) History(q HistoryQuery) (entries []Entry, next uint64, err error
 			if err := decode(v, &e); err != nil {
 				return err
 			}
-			if len(needle) > 0 && !strings.Contains(strings.ToLower(e.Question), string(needle)) &&
-				!strings.Contains(strings.ToLower(e.Answer), string(needle)) {
+			if len(needle) > 0 && !containsFold([]byte(e.Question), needle) && !containsFold([]byte(e.Answer), needle) {
 				continue // the raw match was in another field or an escape
 			}
 			entries = append(entries, e)
@@ -146,9 +144,48 @@ func (s *Store) History(q HistoryQuery) (entries []Entry, next uint64, err error
 	return entries, next, nil
 }
 
-// containsFold is a cheap pre-filter over the encoded entry.
+// containsFold is a cheap pre-filter over the encoded entry: it reports
+// whether v contains needle (already lower-case), folding ASCII letters only.
+// It does not allocate; Chinese needles take the plain bytes.Contains path.
 func containsFold(v, needle []byte) bool {
-	return bytes.Contains(bytes.ToLower(v), needle)
+	if !hasASCIILetter(needle) {
+		return bytes.Contains(v, needle)
+	}
+	for i := 0; i+len(needle) <= len(v); i++ {
+		j := 0
+		for ; j < len(needle); j++ {
+			c := v[i+j]
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			if c != needle[j] {
+				break
+			}
+		}
+		if j == len(needle) {
+			return true
+		}
+	}
+	return false
+}
+
+func hasASCIILetter(b []byte) bool {
+	for _, c := range b {
+		if ('a' <= c && c <= 'z') || ('A' <= c && c <= 'Z') {
+			return true
+		}
+	}
+	return false
+}
+
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
 }
 
 // Entry returns one history entry of a user.
