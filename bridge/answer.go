@@ -126,11 +126,8 @@ func (b *Bridge) runQuestion(ctx context.Context, d *delivery) (kv.Status, error
 		}
 	}
 	j.Attempts++
-	if err := b.store.SaveJob(j); err != nil {
+	if err := b.store.StartAttempt(j); err != nil {
 		return "", err
-	}
-	if err := b.store.SetEntryStatus(j.User, j.ID, kv.StatusAnswering); err != nil && !errors.Is(err, kv.ErrNotFound) {
-		d.log.Warn("cannot update history status", "err", err)
 	}
 
 	conv, err := b.store.Conversation(j.App, j.User)
@@ -219,10 +216,11 @@ func (b *Bridge) runQuestion(ctx context.Context, d *delivery) (kv.Status, error
 		return "", err
 	}
 	j.Answer, j.AnswerDone = final, true
+	d.stageFinal()
 	if err := b.store.CompleteAnswer(upd); err != nil {
 		return "", err
 	}
-	if err := d.offer(ctx, final, true); err != nil {
+	if err := d.deliverRest(ctx); err != nil {
 		return "", err
 	}
 	return status, nil
@@ -293,10 +291,20 @@ type delivery struct {
 // it as the job's answer.
 func (d *delivery) fixed(ctx context.Context, text string, conv *kv.Conversation, entry *kv.EntryUpdate) error {
 	d.j.Answer, d.j.AnswerDone, d.j.Delivered = text, true, 0
+	d.stageFinal()
 	if err := d.b.store.CompleteAnswer(kv.AnswerUpdate{Job: d.j, Conversation: conv, Entry: entry}); err != nil {
 		return err
 	}
-	return d.offer(ctx, text, true)
+	return d.deliverRest(ctx)
+}
+
+// deliverRest sends the segment staged with the finished answer, then
+// anything still undelivered (nothing, normally).
+func (d *delivery) deliverRest(ctx context.Context) error {
+	if err := d.sendSegment(ctx); err != nil {
+		return err
+	}
+	return d.offer(ctx, d.j.Answer, true)
 }
 
 // errCode labels an error for metrics: the WeCom errcode, the LLM status or

@@ -119,20 +119,43 @@ func (d *delivery) cutPoint(full string, from int) int {
 
 // flush records and sends the segment full[Delivered:cut].
 func (d *delivery) flush(ctx context.Context, full string, cut int) error {
+	if !d.stage(full, cut) {
+		return nil
+	}
+	if err := d.b.store.SaveJob(d.j); err != nil {
+		return err
+	}
+	return d.sendSegmentLocked(ctx)
+}
+
+// stage cuts full[Delivered:cut] into the job's next segment without
+// saving it. It reports whether there is anything to send.
+func (d *delivery) stage(full string, cut int) bool {
 	j := d.j
 	pieces := splitKeepIndent(d.format(full[j.Delivered:cut]), wecom.MaxContentBytes)
 	j.Answer = full[:cut]
 	if len(pieces) == 0 {
 		j.Delivered = cut
-		return nil
+		return false
 	}
 	j.Segment = &kv.Segment{RawEnd: cut, Pieces: pieces}
-	if err := d.b.store.SaveJob(j); err != nil {
-		return err
-	}
 	d.flushes++
 	d.lastFlush = d.b.now()
-	return d.sendSegmentLocked(ctx)
+	return true
+}
+
+// stageFinal stages the rest of the finished answer (j.Answer) as the next
+// segment without saving it, so that the caller records the answer and the
+// segment in one write (CompleteAnswer) and then calls sendSegment. Under
+// load this saves a write per answer.
+func (d *delivery) stageFinal() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	j := d.j
+	if j.Segment != nil || len(j.Answer) <= j.Delivered {
+		return
+	}
+	d.stage(j.Answer, len(j.Answer))
 }
 
 // splitKeepIndent is wecom.Split that keeps the indentation of the first
@@ -185,6 +208,14 @@ func (d *delivery) sendSegmentLocked(ctx context.Context) error {
 		if seg.Sent == len(seg.Pieces) {
 			j.Delivered = seg.RawEnd
 			j.Segment = nil
+			if dup && j.AnswerDone && j.Delivered == len(j.Answer) {
+				// The whole answer is delivered and FinishJob comes
+				// next, so this progress is not saved: after a crash
+				// before FinishJob the last piece goes again, and
+				// WeCom's duplicate check drops it, as it does for a
+				// crash between any send and its save.
+				return nil
+			}
 		}
 		if err := d.b.store.SaveJob(j); err != nil {
 			return err

@@ -171,6 +171,35 @@ func (s *Store) SaveJob(j *Job) error {
 	return nil
 }
 
+// StartAttempt saves a job that is about to be asked (again) and marks its
+// history entry as answering, in one transaction. A history entry already
+// pruned by retention is not an error. Like SaveJob, it fails with
+// ErrNotFound if the job is already done.
+func (s *Store) StartAttempt(j *Job) error {
+	err := s.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketJobs)
+		k := idKey(j.ID)
+		if b.Get(k) == nil {
+			return ErrNotFound
+		}
+		if err := put(b, k, j); err != nil {
+			return err
+		}
+		if j.Kind != KindQuestion {
+			return nil
+		}
+		err := updateEntry(tx, j.User, j.ID, s.now(), &EntryUpdate{Status: StatusAnswering})
+		if err == ErrNotFound {
+			return nil
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("kv: start attempt %d: %w", j.ID, err)
+	}
+	return nil
+}
+
 // AnswerUpdate is what CompleteAnswer records when the LLM has finished.
 type AnswerUpdate struct {
 	Job          *Job          // the job with Answer/AnswerDone/Failed set
