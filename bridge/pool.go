@@ -14,13 +14,22 @@ import (
 // a lane and run strictly one after another, in submission order; lanes run
 // in parallel. Submitting never blocks: a job waiting for a worker is
 // already durable in storage, so a full pool loses nothing.
+//
+// A waiting job costs only its record: lanes with work wait in a FIFO of
+// ready lanes, and workers exist only while there is work (at most n). A
+// burst of callbacks from thousands of users therefore queues without a
+// goroutine per user.
 type pool struct {
-	sem  chan struct{}
-	run  func(ctx context.Context, j *kv.Job)
-	log  *slog.Logger
-	wg   sync.WaitGroup
-	mu   sync.Mutex
-	lane map[string]*lane
+	n   int
+	run func(ctx context.Context, j *kv.Job)
+	log *slog.Logger
+	wg  sync.WaitGroup
+
+	mu      sync.Mutex
+	lane    map[string]*lane // lanes with a job queued or running
+	ready   laneQueue        // lanes with a job queued and none running
+	workers int              // worker goroutines alive
+
 	// stopped lanes take no new job (shutdown); queued jobs stay pending.
 	stopped atomic.Bool
 	queued  atomic.Int64
@@ -28,16 +37,19 @@ type pool struct {
 }
 
 type lane struct {
-	jobs []*kv.Job
+	key     string
+	jobs    []*kv.Job
+	running bool // a worker is running one of its jobs
+	isReady bool // it is in pool.ready
 }
 
 func newPool(n int, run func(context.Context, *kv.Job), log *slog.Logger) *pool {
-	return &pool{sem: make(chan struct{}, n), run: run, log: log, lane: map[string]*lane{}}
+	return &pool{n: n, run: run, log: log, lane: map[string]*lane{}}
 }
 
 func laneKey(app, user string) string { return app + "\x00" + user }
 
-// submit queues a job on its lane, starting the lane if it is idle.
+// submit queues a job on its lane and makes sure a worker will take it.
 func (p *pool) submit(ctx context.Context, j *kv.Job) {
 	if p.stopped.Load() {
 		return
@@ -45,58 +57,64 @@ func (p *pool) submit(ctx context.Context, j *kv.Job) {
 	key := laneKey(j.App, j.User)
 	p.queued.Add(1)
 	p.mu.Lock()
-	l, running := p.lane[key]
-	if !running {
-		l = &lane{}
+	l := p.lane[key]
+	if l == nil {
+		l = &lane{key: key}
 		p.lane[key] = l
 	}
 	l.jobs = append(l.jobs, j)
-	p.mu.Unlock()
-	if !running {
+	if !l.running && !l.isReady {
+		l.isReady = true
+		p.ready.push(l)
+	}
+	start := p.workers < p.n
+	if start {
+		p.workers++
 		p.wg.Add(1)
-		go p.drive(ctx, key, l)
+	}
+	p.mu.Unlock()
+	if start {
+		go p.work(ctx)
 	}
 }
 
-// drive runs a lane's jobs one by one and retires the lane when empty.
-func (p *pool) drive(ctx context.Context, key string, l *lane) {
+// work runs the first job of ready lanes until none is left, then exits.
+// A lane with more jobs goes to the back of the queue after each one, so a
+// user with many questions does not hold a worker while others wait.
+func (p *pool) work(ctx context.Context) {
 	defer p.wg.Done()
+	p.mu.Lock()
 	for {
-		p.mu.Lock()
-		if len(l.jobs) == 0 || p.stopped.Load() {
-			p.queued.Add(-int64(len(l.jobs)))
-			delete(p.lane, key)
+		if p.ready.len() == 0 || p.stopped.Load() || ctx.Err() != nil {
+			p.workers--
 			p.mu.Unlock()
 			return
 		}
+		l := p.ready.pop()
+		l.isReady = false
 		j := l.jobs[0]
+		l.jobs[0] = nil
 		l.jobs = l.jobs[1:]
+		l.running = true
 		p.mu.Unlock()
-		p.queued.Add(-1)
 
-		select {
-		case p.sem <- struct{}{}:
-		case <-ctx.Done():
-			p.mu.Lock()
-			p.queued.Add(-int64(len(l.jobs)))
-			delete(p.lane, key)
-			p.mu.Unlock()
-			return
-		}
-		if p.stopped.Load() {
-			// Shutdown began while this lane waited for a worker: leave
-			// the job pending for the next start.
-			<-p.sem
-			p.mu.Lock()
-			p.queued.Add(-int64(len(l.jobs)))
-			delete(p.lane, key)
-			p.mu.Unlock()
-			return
-		}
+		p.queued.Add(-1)
 		p.active.Add(1)
 		p.safeRun(ctx, j)
 		p.active.Add(-1)
-		<-p.sem
+
+		p.mu.Lock()
+		l.running = false
+		switch {
+		case p.stopped.Load():
+			// Shutdown began: what is queued stays pending for the next
+			// start (stop has already dropped it from the gauge).
+		case len(l.jobs) > 0:
+			l.isReady = true
+			p.ready.push(l)
+			continue
+		}
+		delete(p.lane, l.key)
 	}
 }
 
@@ -109,8 +127,23 @@ func (p *pool) safeRun(ctx context.Context, j *kv.Job) {
 	p.run(ctx, j)
 }
 
-// stop makes lanes take no further job; running jobs go on.
-func (p *pool) stop() { p.stopped.Store(true) }
+// stop makes lanes take no further job; running jobs go on. Jobs still
+// queued are left pending in storage for the next start.
+func (p *pool) stop() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.stopped.Store(true)
+	n := 0
+	for key, l := range p.lane {
+		n += len(l.jobs)
+		l.jobs = nil
+		if !l.running {
+			delete(p.lane, key)
+		}
+	}
+	p.ready = laneQueue{}
+	p.queued.Add(-int64(n))
+}
 
 // wait blocks until every lane has finished or ctx is done; it reports
 // whether all finished.
@@ -126,4 +159,30 @@ func (p *pool) wait(ctx context.Context) bool {
 	case <-ctx.Done():
 		return false
 	}
+}
+
+// laneQueue is a FIFO of lanes that reuses its storage.
+type laneQueue struct {
+	buf  []*lane
+	head int
+}
+
+func (q *laneQueue) len() int { return len(q.buf) - q.head }
+
+func (q *laneQueue) push(l *lane) {
+	if q.head > 0 && q.head == len(q.buf) {
+		q.buf, q.head = q.buf[:0], 0
+	} else if q.head > 1024 && q.head*2 > len(q.buf) {
+		n := copy(q.buf, q.buf[q.head:])
+		clear(q.buf[n:])
+		q.buf, q.head = q.buf[:n], 0
+	}
+	q.buf = append(q.buf, l)
+}
+
+func (q *laneQueue) pop() *lane {
+	l := q.buf[q.head]
+	q.buf[q.head] = nil
+	q.head++
+	return l
 }
