@@ -1,0 +1,254 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// proc is a server under test running as a child process, so that its
+// memory can be read from /proc and it shares nothing with the load
+// generator but the two CPUs.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	addr string
+	logf *os.File
+	done chan error
+}
+
+// startProc starts cmd, whose stderr goes to logPath, and waits until
+// healthURL (or a TCP connect to addr when healthURL is "") succeeds.
+func startProc(name string, cmd *exec.Cmd, addr, healthURL, logPath string) (*proc, error) {
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout = logf
+	cmd.Stderr = logf
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &proc{name: name, cmd: cmd, addr: addr, logf: logf, done: make(chan error, 1)}
+	go func() { p.done <- cmd.Wait() }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if healthURL != "" {
+			resp, err := http.Get(healthURL)
+			if err == nil {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					return p, nil
+				}
+			}
+		} else if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.Close()
+			return p, nil
+		}
+		select {
+		case err := <-p.done:
+			logf.Close()
+			return nil, fmt.Errorf("%s exited during start-up (%v); log:\n%s", name, err, tail(logPath, 30))
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			p.kill()
+			return nil, fmt.Errorf("%s did not become ready in 30s; log:\n%s", name, tail(logPath, 30))
+		}
+	}
+}
+
+// stop sends SIGTERM and waits (bounded) for the process to exit.
+func (p *proc) stop() error {
+	defer p.logf.Close()
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-p.done:
+		var ee *exec.ExitError
+		if errors.As(err, &ee) && ee.ExitCode() < 0 {
+			return nil // killed by the signal itself
+		}
+		return err
+	case <-time.After(30 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		return fmt.Errorf("%s ignored SIGTERM for 30s", p.name)
+	}
+}
+
+func (p *proc) kill() {
+	_ = p.cmd.Process.Kill()
+	<-p.done
+	p.logf.Close()
+}
+
+// memory is a process's resident set, from /proc/PID/status.
+type memory struct {
+	RSS, HWM, Anon, File int64 // bytes
+}
+
+func (p *proc) memory() (memory, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	if err != nil {
+		return memory{}, err
+	}
+	var m memory
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(v)
+		if len(f) == 0 {
+			continue
+		}
+		n, _ := strconv.ParseInt(f[0], 10, 64)
+		n *= 1024 // kB
+		switch k {
+		case "VmRSS":
+			m.RSS = n
+		case "VmHWM":
+			m.HWM = n
+		case "RssAnon":
+			m.Anon = n
+		case "RssFile":
+			m.File = n
+		}
+	}
+	return m, nil
+}
+
+// cpu returns the CPU time the process has used (user + system).
+func (p *proc) cpu() time.Duration {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	// The command name (field 2) may hold spaces; fields count from its ")".
+	f := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ
+}
+
+func mb(n int64) string { return fmt.Sprintf("%.1f MB", float64(n)/(1<<20)) }
+
+// tail returns the last n lines of a file, for error reports.
+func tail(path string, n int) string {
+	data, _ := os.ReadFile(path)
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// freeAddr returns a loopback address with a port nobody listens on now.
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// buildDaemon compiles the module's main package into dir.
+func buildDaemon(ctx context.Context, dir string) (string, error) {
+	bin := filepath.Join(dir, "wecom-bridge")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/wecom-bridge/wecom-bridge")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("go build: %w", err)
+	}
+	return bin, nil
+}
+
+// metricsOf fetches the daemon's /metrics and returns each sample by its
+// full name with labels, and also the sum of each metric's samples under
+// its bare name.
+func metricsOf(base string) (map[string]float64, error) {
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		sp := strings.LastIndexByte(line, ' ')
+		if sp < 0 {
+			continue
+		}
+		name := line[:sp]
+		v, err := strconv.ParseFloat(line[sp+1:], 64)
+		if err != nil {
+			continue
+		}
+		out[name] = v
+		if i := strings.IndexByte(name, '{'); i >= 0 {
+			if strings.Contains(name, "le=") {
+				continue
+			}
+			out[name[:i]] += v
+		}
+	}
+	return out, sc.Err()
+}
+
+// syncLatency measures the disk under dir: n times, overwrite one 4 KiB
+// page of a preallocated file and fdatasync it. A durable bbolt commit
+// does this twice (data pages, then the meta page), so these figures bound
+// how fast an ack can be.
+func syncLatency(dir string, n int) (p50, p99 time.Duration, err error) {
+	f, err := os.CreateTemp(dir, "synctest-")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	if err := f.Truncate(1 << 20); err != nil {
+		return 0, 0, err
+	}
+	if err := f.Sync(); err != nil {
+		return 0, 0, err
+	}
+	page := make([]byte, 4096)
+	lat := make([]time.Duration, n)
+	for i := range lat {
+		start := time.Now()
+		if _, err := f.WriteAt(page, int64(i%256)*4096); err != nil {
+			return 0, 0, err
+		}
+		if err := syscall.Fdatasync(int(f.Fd())); err != nil {
+			return 0, 0, err
+		}
+		lat[i] = time.Since(start)
+	}
+	slices.Sort(lat)
+	return lat[n/2], lat[n*99/100], nil
+}

@@ -1,0 +1,552 @@
+// Command loadtest measures wecom-bridge under load on this machine, over
+// loopback, and prints the figures published in the README:
+//
+//	go run ./bridge/loadtest                 # everything, about 4 minutes
+//	go run ./bridge/loadtest -rate 2000 -duration 10s -users 5000 -stream 1000 -fill 1000000
+//	go run ./bridge/loadtest -fill 0 -stream 0   # the quick part only
+//
+// It builds the daemon (or uses -bin) and runs it as a child process, so
+// that its memory can be read from /proc, against an in-process fake WeCom
+// (wecomtest) and fake Dify (llmtest), and fires encrypted callbacks built
+// before each timed run. The runs, in order:
+//
+//  1. the ceiling: a bare fasthttp server, in its own process and set up
+//     like the daemon's, that answers 200 — flat out, then at -rate;
+//  2. the daemon on an empty database: RSS when idle; ack latency at -rate
+//     and ack throughput flat out, while the fake LLM takes 2 s per answer
+//     as a real one takes seconds; then ack latency at -rate while every
+//     question is also answered at once (instant LLM); then the time from a
+//     callback to the first WeCom message when the LLM streams;
+//  3. the daemon, with [workers] count raised, answering -stream questions
+//     that all stream at the same time: peak RSS;
+//  4. -fill answered questions written into the database (with kv
+//     directly, NoSync), then ack latency at -rate again.
+//
+// Acks are durable (fsync) as in production. Latency is counted from the
+// moment a callback was due, so a server that falls behind is not
+// flattered. WeCom allows 30 messages a minute to each member, and the fake
+// enforces it, so questions come from -users members. Every run is bounded
+// in count and time; -skip leaves runs out.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/wecom-bridge/wecom-bridge/llm/llmtest"
+	"github.com/wecom-bridge/wecom-bridge/wecom/wecomtest"
+)
+
+// defaultWorkers is the daemon's default [workers] count.
+const defaultWorkers = 64
+
+const (
+	corpID   = "ww0123456789abcdef"
+	aesKey   = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"
+	cbToken  = "QDG6eK"
+	secret   = "secret-load"
+	agentID  = 1000002
+	appName  = "load"
+	question = "请问差旅报销需要哪些材料？"
+)
+
+type options struct {
+	rate      float64
+	duration  time.Duration
+	flat      time.Duration
+	flatShots int
+	users     int
+	conc      int
+	stream    int
+	first     int
+	reps      int
+	fill      int
+	bin       string
+	keep      bool
+	skip      map[string]bool
+}
+
+func main() {
+	var o options
+	bare := flag.String("bare-serve", "", "internal: serve the bare fasthttp ceiling on this address")
+	flag.Float64Var(&o.rate, "rate", 2000, "callbacks per second for the latency runs")
+	flag.DurationVar(&o.duration, "duration", 10*time.Second, "length of each latency run")
+	flag.DurationVar(&o.flat, "flat", 5*time.Second, "length of the flat-out throughput runs")
+	flag.IntVar(&o.flatShots, "flat-shots", 80000, "callbacks built for the daemon's flat-out run (each is sent once)")
+	flag.IntVar(&o.users, "users", 5000, "members the questions come from (WeCom allows 30 messages a minute to each)")
+	flag.IntVar(&o.conc, "conc", 64, "client connections")
+	flag.IntVar(&o.stream, "stream", 1000, "answers streaming at once for the RSS run (0 skips)")
+	flag.IntVar(&o.reps, "reps", 3, "repetitions of the latency runs compared before and after -fill (the median is reported)")
+	flag.IntVar(&o.first, "first", 200, "questions for the first-message run (0 skips)")
+	flag.IntVar(&o.fill, "fill", 1000000, "messages stored before the last latency run (0 skips)")
+	flag.StringVar(&o.bin, "bin", "", "daemon binary (default: go build the module)")
+	flag.BoolVar(&o.keep, "keep", false, "keep the working directory (database, logs)")
+	skip := flag.String("skip", "", "comma-separated runs to skip: bare, flat, echo, first, stream, fill")
+	flag.Parse()
+	o.skip = map[string]bool{}
+	for _, s := range strings.Split(*skip, ",") {
+		o.skip[strings.TrimSpace(s)] = true
+	}
+	if *bare != "" {
+		if err := serveBare(*bare); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		return
+	}
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "loadtest:", err)
+		os.Exit(1)
+	}
+}
+
+// env is the shared state of a run.
+type env struct {
+	o     options
+	dir   string
+	bin   string
+	wc    *wecomtest.Server
+	dify  *llmtest.Dify
+	users []string
+	maker *shotMaker
+	rep   report
+
+	mu    sync.Mutex
+	first map[string]time.Time // user -> first message delivered
+	count map[string]int       // user -> messages delivered
+}
+
+func run(o options) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	dir, err := os.MkdirTemp("", "wecom-bridge-load-")
+	if err != nil {
+		return err
+	}
+	if o.keep {
+		fmt.Println("working directory:", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
+	e := &env{o: o, dir: dir, first: map[string]time.Time{}, count: map[string]int{}}
+	e.bin = o.bin
+	if e.bin == "" {
+		step("building the daemon")
+		if e.bin, err = buildDaemon(ctx, dir); err != nil {
+			return err
+		}
+	}
+	e.wc = wecomtest.NewServer(wecomtest.Options{})
+	defer e.wc.Close()
+	e.wc.AddApp(corpID, secret, agentID)
+	e.users = make([]string, max(o.users, o.stream, o.first))
+	for i := range e.users {
+		e.users[i] = fmt.Sprintf("u%05d", i)
+		e.wc.AddUser(e.users[i], 1)
+	}
+	e.wc.OnSend(func(m wecomtest.SentMessage) {
+		now := time.Now()
+		e.mu.Lock()
+		if _, ok := e.first[m.ToUser]; !ok {
+			e.first[m.ToUser] = now
+		}
+		e.count[m.ToUser]++
+		e.mu.Unlock()
+	})
+	e.dify = llmtest.NewDify()
+	defer e.dify.Close()
+	e.maker = &shotMaker{token: cbToken, aesKey: aesKey, corp: corpID, agent: agentID, path: "/wecom/" + appName}
+
+	e.rep.machine = machine()
+	e.rep.opts = o
+	if e.rep.sync50, e.rep.sync99, err = syncLatency(dir, 500); err != nil {
+		return err
+	}
+	if !o.skip["bare"] {
+		if err := e.ceiling(); err != nil {
+			return err
+		}
+	}
+	if err := e.fresh(); err != nil {
+		return err
+	}
+	if o.stream > 0 && !o.skip["stream"] {
+		if err := e.streaming(); err != nil {
+			return err
+		}
+	}
+	if o.fill > 0 && !o.skip["fill"] {
+		if err := e.filled(); err != nil {
+			return err
+		}
+	}
+	e.rep.print(os.Stdout)
+	return nil
+}
+
+func step(s string) { fmt.Fprintf(os.Stderr, "== %s %s\n", time.Now().Format("15:04:05"), s) }
+
+// shots builds n question callbacks from e.users, before a timed run.
+func (e *env) shots(n int) ([]shot, error) {
+	return e.maker.make(n, e.users, func(int) string { return question })
+}
+
+// ceiling measures the bare fasthttp server with the same client and the
+// same requests.
+func (e *env) ceiling() error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	p, err := startProc("bare", exec.Command(self, "-bare-serve", addr), addr, "", filepath.Join(e.dir, "bare.log"))
+	if err != nil {
+		return err
+	}
+	defer p.stop()
+	shots, err := e.shots(int(e.o.rate * e.o.duration.Seconds()))
+	if err != nil {
+		return err
+	}
+	f := newFirer(p, e.o.conc)
+	f.flatOut(shots[:min(len(shots), 2000)], time.Second, true) // warm up connections
+	step("bare fasthttp: flat out")
+	e.rep.bareFlat = f.flatOut(shots, e.o.flat, true)
+	fmt.Fprintln(os.Stderr, "   ", e.rep.bareFlat)
+	time.Sleep(time.Second)
+	step(fmt.Sprintf("bare fasthttp: %.0f/s", e.o.rate))
+	e.rep.barePaced = f.paced(shots, e.o.rate, nil)
+	fmt.Fprintln(os.Stderr, "   ", e.rep.barePaced)
+	return nil
+}
+
+// pacedRuns measures ack latency at -rate -reps times, each run followed by
+// answering the backlog, and returns the run with the median p99 and all
+// runs. Repeating makes the comparison with the filled database less
+// subject to the noise of a shared machine.
+func (e *env) pacedRuns(f *firer, base string) (result, []result, error) {
+	var runs []result
+	for range max(e.o.reps, 1) {
+		shots, err := e.shots(int(e.o.rate * e.o.duration.Seconds()))
+		if err != nil {
+			return result{}, nil, err
+		}
+		e.slowLLM(defaultWorkers, e.o.duration)
+		r := f.paced(shots, e.o.rate, nil)
+		fmt.Fprintln(os.Stderr, "   ", r)
+		if err := e.drain(base, 3*time.Minute); err != nil {
+			return result{}, nil, err
+		}
+		runs = append(runs, r)
+	}
+	sorted := slices.Clone(runs)
+	slices.SortFunc(sorted, func(a, b result) int { return int(a.pct(99) - b.pct(99)) })
+	return sorted[len(sorted)/2], runs, nil
+}
+
+// llmAnswerTime is how long the fake LLM takes per answer in the ack runs.
+const llmAnswerTime = 2 * time.Second
+
+// slowLLM makes the fake LLM take llmAnswerTime per answer for about d:
+// enough scripts for every worker, one after another. A real LLM answers
+// in seconds, so the workers mostly wait on it and the daemon's CPU goes
+// to intake; the backlog is answered at once afterwards (the fake echoes
+// when its scripts run out).
+func (e *env) slowLLM(workers int, d time.Duration) {
+	n := workers * (int(d/llmAnswerTime) + 1)
+	for range n {
+		e.dify.Push(llmtest.Script{Deltas: 4, DeltaDelay: llmAnswerTime / 4})
+	}
+}
+
+// daemon starts the daemon with the given [workers] count (0: default) on
+// the database db.
+func (e *env) daemon(name, db string, workers int) (*proc, string, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, "", err
+	}
+	w := ""
+	if workers > 0 {
+		w = fmt.Sprintf("\n[workers]\ncount = %d\n", workers)
+	}
+	cfg := fmt.Sprintf(`[server]
+listen = %q
+public_url = "http://%s"
+
+[log]
+level = "warn"
+
+[storage]
+path = %q
+%s
+[wecom]
+corp_id = %q
+api_base = %q
+oauth_base = %q
+sso_base = %q
+
+[[apps]]
+name = %q
+agent_id = %d
+secret = %q
+token = %q
+encoding_aes_key = %q
+backend = "kb"
+
+[backends.kb]
+type = "dify"
+base_url = %q
+api_key = "app-llmtest"
+`, addr, addr, filepath.Join(e.dir, db), w, corpID, e.wc.URL(), e.wc.URL(), e.wc.URL(),
+		appName, agentID, secret, cbToken, aesKey, e.dify.URL())
+	path := filepath.Join(e.dir, name+".toml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		return nil, "", err
+	}
+	base := "http://" + addr
+	p, err := startProc("daemon", exec.Command(e.bin, "-config", path), addr, base+"/healthz", filepath.Join(e.dir, name+".log"))
+	return p, base, err
+}
+
+// drain waits until every accepted question is answered.
+func (e *env) drain(base string, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		m, err := metricsOf(base)
+		if err != nil {
+			return err
+		}
+		acc := m[`wecom_bridge_callbacks_total{app="load",result="accepted"}`]
+		done := m["wecom_bridge_answers_total"]
+		if done >= acc && m["wecom_bridge_queue_depth"] == 0 && m["wecom_bridge_answers_in_flight"] == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("daemon still busy after %v: %.0f of %.0f answered, queue %.0f", limit, done, acc, m["wecom_bridge_queue_depth"])
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// fresh runs the daemon on an empty database.
+func (e *env) fresh() error {
+	step("daemon: start on an empty database")
+	p, base, err := e.daemon("fresh", "bridge.db", 0)
+	if err != nil {
+		return err
+	}
+	defer p.stop()
+	time.Sleep(2 * time.Second)
+	if e.rep.idle, err = p.memory(); err != nil {
+		return err
+	}
+	f := newFirer(p, e.o.conc)
+
+	step(fmt.Sprintf("daemon: %.0f/s for %v, %d times, LLM answering in %v", e.o.rate, e.o.duration, e.o.reps, llmAnswerTime))
+	if e.rep.paced, e.rep.pacedRuns, err = e.pacedRuns(f, base); err != nil {
+		return err
+	}
+
+	if !e.o.skip["flat"] {
+		shots, err := e.shots(e.o.flatShots)
+		if err != nil {
+			return err
+		}
+		e.slowLLM(defaultWorkers, e.o.flat)
+		step(fmt.Sprintf("daemon: flat out for %v, LLM answering in %v", e.o.flat, llmAnswerTime))
+		e.rep.flat = f.flatOut(shots, e.o.flat, false)
+		fmt.Fprintln(os.Stderr, "   ", e.rep.flat)
+		if e.rep.flat.sent >= len(shots) {
+			fmt.Fprintln(os.Stderr, "    (ran out of callbacks before -flat ended; raise -flat-shots)")
+		}
+		step("daemon: answering the backlog (LLM now instant)")
+		start := time.Now()
+		if err := e.drain(base, 5*time.Minute); err != nil {
+			return err
+		}
+		e.rep.backlog = time.Since(start)
+		e.rep.backlogN = e.rep.flat.ok
+		if e.rep.afterLoad, err = p.memory(); err != nil {
+			return err
+		}
+	}
+
+	if !e.o.skip["echo"] {
+		shots, err := e.shots(int(e.o.rate * e.o.duration.Seconds()))
+		if err != nil {
+			return err
+		}
+		step(fmt.Sprintf("daemon: %.0f/s for %v, every question answered at once (instant LLM)", e.o.rate, e.o.duration))
+		cpu0 := p.cpu()
+		e.rep.echoPaced = f.paced(shots, e.o.rate, nil)
+		fmt.Fprintln(os.Stderr, "   ", e.rep.echoPaced)
+		if err := e.drain(base, 3*time.Minute); err != nil {
+			return err
+		}
+		e.rep.echoCPU = p.cpu() - cpu0
+		fmt.Fprintf(os.Stderr, "    daemon CPU per question, intake and answer: %.0fµs\n", float64(e.rep.echoCPU.Microseconds())/float64(len(shots)))
+	}
+	return e.firstMessage(p)
+}
+
+// firstMessage measures the time from a callback to the first WeCom
+// message when the LLM streams: its first paragraph is complete after
+// firstPara, and the daemon should send it at once.
+func (e *env) firstMessage(p *proc) error {
+	if e.o.first <= 0 || e.o.skip["first"] {
+		return nil
+	}
+	const (
+		deltas    = 10
+		delay     = 100 * time.Millisecond
+		firstPara = 1 * delay // delta 0 at 0, delta 1 (ending paragraph 1) after one delay
+	)
+	// Five paragraphs of 40 runes, 20 runes a delta: paragraph 1 ends
+	// exactly with delta 1.
+	para := strings.Repeat("报销", 19) // 38 runes
+	answer := strings.Repeat(para+"\n\n", 4) + para + "。。"
+	users := e.users[len(e.users)-e.o.first:]
+	for range users {
+		e.dify.Push(llmtest.Script{Answer: answer, Deltas: deltas, DeltaDelay: delay})
+	}
+	shots, err := e.maker.make(len(users), users, func(int) string { return "first message?" })
+	if err != nil {
+		return err
+	}
+	e.mu.Lock()
+	for _, u := range users {
+		delete(e.first, u)
+	}
+	e.mu.Unlock()
+	sentAt := make([]time.Time, len(shots))
+	step(fmt.Sprintf("daemon: first message, %d streamed answers at 20/s", len(shots)))
+	f := newFirer(p, 16)
+	r := f.paced(shots, 20, func(i int, at time.Time) { sentAt[i] = at })
+	if r.failed > 0 {
+		return fmt.Errorf("first-message callbacks failed: %v", r)
+	}
+	deadline := time.Now().Add(time.Minute)
+	var lat []time.Duration
+	for {
+		lat = lat[:0]
+		e.mu.Lock()
+		for i, s := range shots {
+			if t, ok := e.first[s.user]; ok {
+				lat = append(lat, t.Sub(sentAt[i]))
+			}
+		}
+		e.mu.Unlock()
+		if len(lat) == len(shots) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(lat) < len(shots) {
+		return fmt.Errorf("only %d of %d users got a first message in a minute", len(lat), len(shots))
+	}
+	slices.Sort(lat)
+	e.rep.firstPara = firstPara
+	e.rep.firstMsg = result{ok: len(lat), sent: len(lat), lat: lat}
+	fmt.Fprintf(os.Stderr, "    callback to first message: p50 %v p99 %v max %v (LLM's first paragraph done after %v)\n",
+		ms(e.rep.firstMsg.pct(50)), ms(e.rep.firstMsg.pct(99)), ms(e.rep.firstMsg.pct(100)), firstPara)
+	return nil
+}
+
+// streaming holds e.o.stream answers streaming at once and records the
+// daemon's peak memory.
+func (e *env) streaming() error {
+	n := e.o.stream
+	step(fmt.Sprintf("daemon: %d answers streaming at once", n))
+	p, base, err := e.daemon("stream", "stream.db", n+64)
+	if err != nil {
+		return err
+	}
+	defer p.stop()
+	time.Sleep(time.Second)
+	before, err := p.memory()
+	if err != nil {
+		return err
+	}
+	// Eight paragraphs of 150 runes (~3.6 KB) in 60 deltas, 150 ms apart:
+	// each answer streams for about 9 s and is sent in several pieces.
+	para := strings.Repeat("报销材料", 37) + "。。"
+	answer := strings.TrimSuffix(strings.Repeat(para+"\n\n", 8), "\n\n")
+	for range n {
+		e.dify.Push(llmtest.Script{Answer: answer, Deltas: 60, DeltaDelay: 150 * time.Millisecond})
+	}
+	users := e.users[:n]
+	shots, err := e.maker.make(n, users, func(int) string { return "stream?" })
+	if err != nil {
+		return err
+	}
+	e.mu.Lock()
+	sentBefore := map[string]int{}
+	for _, u := range users {
+		sentBefore[u] = e.count[u]
+	}
+	e.mu.Unlock()
+
+	var peak memory
+	var peakFlight float64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+			if m, err := p.memory(); err == nil && m.RSS > peak.RSS {
+				peak = m
+			}
+			if i%5 == 0 {
+				if m, err := metricsOf(base); err == nil {
+					peakFlight = max(peakFlight, m["wecom_bridge_answers_in_flight"])
+				}
+			}
+		}
+	}()
+	f := newFirer(p, e.o.conc)
+	r := f.paced(shots, 1000, nil)
+	derr := e.drain(base, 3*time.Minute)
+	close(stop)
+	wg.Wait()
+	if r.failed > 0 {
+		return fmt.Errorf("streaming callbacks failed: %v", r)
+	}
+	if derr != nil {
+		return derr
+	}
+	end, err := p.memory()
+	if err != nil {
+		return err
+	}
+	e.mu.Lock()
+	pieces := 0
+	for _, u := range users {
+		pieces += e.count[u] - sentBefore[u]
+	}
+	e.mu.Unlock()
+	e.rep.streamIdle, e.rep.streamPeak, e.rep.streamHWM = before, peak, end.HWM
+	e.rep.streamFlight, e.rep.streamPieces = peakFlight, pieces
+	fmt.Fprintf(os.Stderr, "    peak in flight %.0f, RSS before %s, peak %s (anon %s), VmHWM %s, %d pieces sent\n",
+		peakFlight, mb(before.RSS), mb(peak.RSS), mb(peak.Anon), mb(end.HWM), pieces)
+	return nil
+}
