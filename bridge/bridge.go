@@ -51,6 +51,8 @@ type Bridge struct {
 	bg     sync.WaitGroup
 
 	srv      *fasthttp.Server
+	ln       net.Listener
+	served   chan struct{} // closed when Serve has returned
 	serveErr chan error
 }
 
@@ -232,8 +234,9 @@ func (b *Bridge) Start(ln net.Listener) error {
 		defer b.bg.Done()
 		b.maintain()
 	}()
-	b.srv = b.newServer()
+	b.srv, b.ln, b.served = b.newServer(), ln, make(chan struct{})
 	go func() {
+		defer close(b.served)
 		b.serveErr <- b.srv.Serve(ln)
 	}()
 	return nil
@@ -254,7 +257,14 @@ func (b *Bridge) Shutdown(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("bridge: stop server: %w", err))
 		}
 		cancel()
+		// fasthttp only closes listeners that Serve has registered: a
+		// shutdown right after Start, before the Serve goroutine ran,
+		// left the server accepting forever. Closing the listener here
+		// makes Serve return in every case.
+		_ = b.ln.Close()
+		<-b.served
 	}
+	b.closeIdle()
 	b.pool.stop()
 	if !b.pool.wait(ctx) {
 		b.log.Warn("shutdown deadline reached; unfinished answers stay pending and resume at next start")
@@ -263,6 +273,16 @@ func (b *Bridge) Shutdown(ctx context.Context) error {
 	b.pool.wait(context.Background())
 	b.bg.Wait()
 	return errors.Join(errs...)
+}
+
+// closeIdle closes the idle outbound connections (to WeCom and the LLM
+// backends), so that a stopped Bridge leaves no connection or goroutine.
+func (b *Bridge) closeIdle() {
+	for _, hc := range []*http.Client{b.hc, b.wecomHC} {
+		if t, ok := hc.Transport.(interface{ CloseIdleConnections() }); ok {
+			t.CloseIdleConnections()
+		}
+	}
 }
 
 // maintain prunes old dedup marks, history and sessions periodically.
