@@ -471,6 +471,14 @@ func TestBadCallbacksRejected(t *testing.T) {
 		{"truncated body", &truncated, 400},
 	}
 	for _, c := range cases {
+		if c.name == "oversized" {
+			// Sending all of it races with the server closing after its
+			// 413 (the client may see a reset): announce it only.
+			if st := postOversized(t, h.base, good, len(c.cb.Body)); st != c.want {
+				t.Errorf("%s: status %d, want %d", c.name, st, c.want)
+			}
+			continue
+		}
 		if st := h.postCallback("helpdesk", c.cb); st != c.want {
 			t.Errorf("%s: status %d, want %d", c.name, st, c.want)
 		}
