@@ -20,7 +20,9 @@
 //  3. the daemon, with [workers] count raised, answering -stream questions
 //     that all stream at the same time: peak RSS;
 //  4. -fill answered questions written into the database (with kv
-//     directly, NoSync), then ack latency at -rate again.
+//     directly, NoSync), spread over -fill-span and with dedup marks older
+//     than the dedup window pruned as the daemon does, then ack latency at
+//     -rate again.
 //
 // Acks are durable (fsync) as in production. Latency is counted from the
 // moment a callback was due, so a server that falls behind is not
@@ -69,6 +71,7 @@ type options struct {
 	first     int
 	reps      int
 	fill      int
+	fillSpan  time.Duration
 	bin       string
 	keep      bool
 	skip      map[string]bool
@@ -87,6 +90,7 @@ func main() {
 	flag.IntVar(&o.reps, "reps", 3, "repetitions of the latency runs compared before and after -fill (the median is reported)")
 	flag.IntVar(&o.first, "first", 200, "questions for the first-message run (0 skips)")
 	flag.IntVar(&o.fill, "fill", 1000000, "messages stored before the last latency run (0 skips)")
+	flag.DurationVar(&o.fillSpan, "fill-span", 90*24*time.Hour, "the -fill messages are spread over this much past time (dedup marks older than 72h are pruned, as the daemon does); 48h keeps every mark")
 	flag.StringVar(&o.bin, "bin", "", "daemon binary (default: go build the module)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the working directory (database, logs)")
 	skip := flag.String("skip", "", "comma-separated runs to skip: bare, flat, echo, first, stream, fill")

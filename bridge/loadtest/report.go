@@ -34,6 +34,7 @@ type report struct {
 
 	fillTime    time.Duration
 	fillBytes   int64
+	fillPruned  int
 	filledIdle  memory
 	filledPaced result
 	filledRuns  []result
@@ -109,7 +110,8 @@ func (r *report) print(w io.Writer) {
 	if r.filledOK {
 		p50 := float64(r.filledPaced.pct(50))/float64(r.paced.pct(50)) - 1
 		p99 := float64(r.filledPaced.pct(99))/float64(r.paced.pct(99)) - 1
-		fmt.Fprintf(w, "| database after writing %d more messages | %s, written in %v | |\n", o.fill, mb(r.fillBytes), r.fillTime.Round(time.Second))
+		fmt.Fprintf(w, "| database after writing %d more answered questions over %v (%d dedup marks pruned) | %s, written in %v | |\n",
+			o.fill, o.fillSpan, r.fillPruned, mb(r.fillBytes), r.fillTime.Round(time.Second))
 		fmt.Fprintf(w, "| RSS idle on that database | %s (anon %s, file %s) | |\n", mb(r.filledIdle.RSS), mb(r.filledIdle.Anon), mb(r.filledIdle.File))
 		fmt.Fprintf(w, "| ack latency at %.0f/s there, p50 / p99 / p99.9 | %s / %s / %s | |\n", o.rate,
 			ms(r.filledPaced.pct(50)), ms(r.filledPaced.pct(99)), ms(r.filledPaced.pct(99.9)))
