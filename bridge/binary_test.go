@@ -1,9 +1,8 @@
-package main
+package bridge
 
 import (
 	"bytes"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -32,25 +31,6 @@ type daemon struct {
 	addr    string
 	cmd     *exec.Cmd
 	logs    *bytes.Buffer
-}
-
-func buildBinary(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "wecom-bridge")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
-func freeAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 func (d *daemon) writeConfig(wc *wecomtest.Server, dify *llmtest.Dify, db, help string) {
@@ -128,7 +108,7 @@ func (d *daemon) ask(user, text string, id uint64) {
 	}
 }
 
-func waitSent(t *testing.T, wc *wecomtest.Server, n int) []wecomtest.SentMessage {
+func waitBinarySent(t *testing.T, wc *wecomtest.Server, n int) []wecomtest.SentMessage {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -153,14 +133,14 @@ func TestBinarySignals(t *testing.T) {
 	dify := llmtest.NewDify()
 	defer dify.Close()
 	dir := t.TempDir()
-	d := &daemon{t: t, bin: buildBinary(t), cfgPath: filepath.Join(dir, "config.toml"), addr: freeAddr(t)}
+	d := &daemon{t: t, bin: buildDaemonBinary(t, t.TempDir()), cfgPath: filepath.Join(dir, "config.toml"), addr: freeLoopbackAddr(t)}
 	db := filepath.Join(dir, "bridge.db")
 	d.writeConfig(wc, dify, db, "旧的帮助")
 	d.start()
 	defer func() { _ = d.cmd.Process.Kill() }()
 
 	d.ask("zhangsan", "/help", 1)
-	if s := waitSent(t, wc, 1); s[0].Content != "旧的帮助" {
+	if s := waitBinarySent(t, wc, 1); s[0].Content != "旧的帮助" {
 		t.Fatalf("help = %q", s[0].Content)
 	}
 	d.writeConfig(wc, dify, db, "新的帮助")
@@ -169,7 +149,7 @@ func TestBinarySignals(t *testing.T) {
 	}
 	time.Sleep(300 * time.Millisecond)
 	d.ask("zhangsan", "/help", 2)
-	if s := waitSent(t, wc, 2); s[1].Content != "新的帮助" {
+	if s := waitBinarySent(t, wc, 2); s[1].Content != "新的帮助" {
 		t.Fatalf("help after SIGHUP = %q\n%s", s[1].Content, d.logs.String())
 	}
 
@@ -197,7 +177,7 @@ func TestBinarySignals(t *testing.T) {
 		t.Fatal("the app secret is in the log")
 	}
 	d.start()
-	s := waitSent(t, wc, 3)
+	s := waitBinarySent(t, wc, 3)
 	time.Sleep(200 * time.Millisecond)
 	s = wc.Sent()
 	if len(s) != 3 || s[2].Content != "You asked: 很难的问题" {
@@ -205,4 +185,56 @@ func TestBinarySignals(t *testing.T) {
 	}
 	_ = d.cmd.Process.Signal(syscall.SIGTERM)
 	_ = d.cmd.Wait()
+}
+
+// runBinary runs the built binary with args and returns its exit code,
+// stdout and stderr.
+func runBinary(t *testing.T, bin string, env []string, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return code, out.String(), errb.String()
+}
+
+// The command line: version, unknown commands, config errors with file,
+// line and key (exit 1), and check-config on the shipped example.
+func TestBinaryCommandLine(t *testing.T) {
+	bin := buildDaemonBinary(t, t.TempDir())
+	for _, args := range [][]string{{"version"}, {"-version"}} {
+		code, out, _ := runBinary(t, bin, nil, args...)
+		if code != 0 || !strings.HasPrefix(out, "wecom-bridge ") {
+			t.Fatalf("%v: %d %q", args, code, out)
+		}
+	}
+	if code, _, errs := runBinary(t, bin, nil, "frobnicate"); code != 2 || !strings.Contains(errs, "unknown command") {
+		t.Fatalf("unknown command: %d %q", code, errs)
+	}
+	path := filepath.Join(t.TempDir(), "config.toml")
+	if err := os.WriteFile(path, []byte("[server]\nlisten = \"127.0.0.1:8080\"\nlisen = \"x\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errs := runBinary(t, bin, nil, "check-config", "-config", path)
+	if code != 1 || !strings.Contains(errs, "config.toml:3: unknown key \"server.lisen\"") || !strings.Contains(errs, "wecom.corp_id") {
+		t.Fatalf("bad config: %d %q", code, errs)
+	}
+	if code, _, errs := runBinary(t, bin, nil, "-config", filepath.Join(t.TempDir(), "missing.toml")); code != 1 || !strings.Contains(errs, "missing.toml") {
+		t.Fatalf("missing config: %d %q", code, errs)
+	}
+	env := []string{"HELPDESK_AES_KEY=" + dKey, "CHAT_AES_KEY=" + dKey}
+	for _, v := range []string{"HELPDESK_SECRET", "HELPDESK_TOKEN", "CHAT_SECRET", "CHAT_TOKEN", "DIFY_KB_KEY", "DEEPSEEK_KEY"} {
+		env = append(env, v+"=x-"+v)
+	}
+	code, out, errs := runBinary(t, bin, env, "check-config", "-config", "../config.example.toml")
+	if code != 0 || !strings.Contains(out, "config OK") {
+		t.Fatalf("example: %d %q %q", code, out, errs)
+	}
 }
