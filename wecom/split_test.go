@@ -39,20 +39,23 @@ func checkSplit(t *testing.T, text string, max int) []string {
 		if strings.TrimSpace(p) == "" {
 			t.Fatalf("piece %d is only whitespace", i)
 		}
-		// Skip the whitespace gap in the input, then expect the piece.
-		gap := pos
-		found := false
-		for {
-			if strings.HasPrefix(text[gap:], p) {
-				found = true
-				break
+		// Skip the whitespace gap in the input, then expect the piece. The
+		// piece may keep some of the gap as indentation, so take the
+		// furthest rune boundary in the gap where it matches (the nearest
+		// one can be a false match: a lone invalid byte such as "\xc2" is
+		// a prefix of a whitespace rune like U+00A0).
+		gap := -1
+		for at := pos; ; {
+			if strings.HasPrefix(text[at:], p) {
+				gap = at
 			}
-			r, size := utf8.DecodeRuneInString(text[gap:])
+			r, size := utf8.DecodeRuneInString(text[at:])
 			if size == 0 || !unicode.IsSpace(r) {
 				break
 			}
-			gap += size
+			at += size
 		}
+		found := gap >= 0
 		if !found {
 			t.Fatalf("piece %d %q does not follow at offset %d (after whitespace) in %q", i, p, pos, text)
 		}
