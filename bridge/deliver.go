@@ -132,7 +132,7 @@ func (d *delivery) flush(ctx context.Context, full string, cut int) error {
 // saving it. It reports whether there is anything to send.
 func (d *delivery) stage(full string, cut int) bool {
 	j := d.j
-	pieces := splitKeepIndent(d.format(full[j.Delivered:cut]), wecom.MaxContentBytes)
+	pieces := wecom.Split(d.format(full[j.Delivered:cut]), wecom.MaxContentBytes)
 	j.Answer = full[:cut]
 	if len(pieces) == 0 {
 		j.Delivered = cut
@@ -156,23 +156,6 @@ func (d *delivery) stageFinal() {
 		return
 	}
 	d.stage(j.Answer, len(j.Answer))
-}
-
-// splitKeepIndent is wecom.Split that keeps the indentation of the first
-// line: a segment may start with an indented code block, whose indentation
-// is content, not whitespace to trim at a cut.
-func splitKeepIndent(text string, max int) []string {
-	text = strings.TrimLeft(text, "\r\n")
-	body := strings.TrimLeft(text, " \t")
-	indent := text[:len(text)-len(body)]
-	if body == "" || strings.HasPrefix(body, "\n") {
-		indent = ""
-	}
-	pieces := wecom.Split(text, max-len(indent))
-	if indent != "" && len(pieces) > 0 && !strings.HasPrefix(pieces[0], indent) {
-		pieces[0] = indent + pieces[0]
-	}
-	return pieces
 }
 
 // sendSegment finishes a segment left open by an earlier run.

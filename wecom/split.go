@@ -31,8 +31,8 @@ const DefaultSplitSize = 2048
 //
 // Whitespace at a cut is dropped: trailing whitespace of a piece and
 // leading blank lines of the next one. The indentation of the line that
-// starts the next piece is kept (unless it is a quarter of max or longer),
-// so code stays aligned. Joining the pieces gives back text apart from that
+// starts a piece — the first piece too — is kept (unless it is a quarter of
+// max or longer), so code stays aligned. Joining the pieces gives back text apart from that
 // whitespace. Pieces are never empty; whitespace-only text gives none.
 func Split(text string, max int) []string {
 	if max <= 0 {
@@ -95,8 +95,9 @@ func (s *splitter) skipLeading(i int) (start, first int) {
 	if lastNL >= 0 && j < len(s.text) && j-(lastNL+1) < s.max/4 {
 		return lastNL + 1, j
 	}
-	if lastNL < 0 && i > 0 && j < len(s.text) && j-i < s.max/4 && s.text[i-1] == '\n' {
-		// The cut fell right after a newline: j-i is the indentation.
+	if lastNL < 0 && j < len(s.text) && j-i < s.max/4 && (i == 0 || s.text[i-1] == '\n') {
+		// The text starts here, or the cut fell right after a newline:
+		// j-i is the indentation of the first line.
 		return i, j
 	}
 	return j, j

@@ -125,6 +125,28 @@ func TestSplitDefaultSize(t *testing.T) {
 	}
 }
 
+// Text that starts with an indented line (an indented code block) keeps
+// that indentation, as a piece starting after a cut does.
+func TestSplitKeepsLeadingIndentation(t *testing.T) {
+	for _, c := range []struct{ text, want string }{
+		{"    code line", "    code line"},
+		{"\n\n    code\n    more", "    code\n    more"},
+		{"  \n    x", "    x"},
+		{"   ", ""},
+	} {
+		got := checkSplit(t, c.text, 2048)
+		if c.want == "" {
+			if len(got) != 0 {
+				t.Errorf("Split(%q) = %q, want none", c.text, got)
+			}
+			continue
+		}
+		if len(got) != 1 || got[0] != c.want {
+			t.Errorf("Split(%q) = %q, want [%q]", c.text, got, c.want)
+		}
+	}
+}
+
 func TestSplitCodeFence(t *testing.T) {
 	code := "```go\nfunc main() {\n\tprintln(1)\n}\n```"
 	t.Run("block kept whole by cutting before it", func(t *testing.T) {
