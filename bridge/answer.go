@@ -70,7 +70,7 @@ func (b *Bridge) produce(ctx context.Context, d *delivery) (kv.Status, error) {
 		if j.Event == "enter_agent" {
 			text = d.a.cfg.Welcome
 		}
-		return kv.StatusDone, d.fixed(ctx, text, nil, nil)
+		return kv.StatusDone, d.fixed(ctx, text, nil)
 	default:
 		return b.runQuestion(ctx, d)
 	}
@@ -91,9 +91,9 @@ func (b *Bridge) runCommand(ctx context.Context, d *delivery) error {
 			return err
 		}
 		d.log.Info("conversation reset by the user")
-		return d.fixed(ctx, d.a.texts.NewChat, nil, nil)
+		return d.fixed(ctx, d.a.texts.NewChat, nil)
 	default:
-		return d.fixed(ctx, d.a.texts.Help, nil, nil)
+		return d.fixed(ctx, d.a.texts.Help, nil)
 	}
 }
 
@@ -110,7 +110,7 @@ func (b *Bridge) runQuestion(ctx context.Context, d *delivery) (kv.Status, error
 		}
 		if !ok {
 			d.log.Info("user not in the app's allowlist")
-			return kv.StatusRefused, d.fixed(ctx, a.texts.NotAllowed, nil, &kv.EntryUpdate{Answer: a.texts.NotAllowed, Status: kv.StatusRefused})
+			return kv.StatusRefused, d.fixed(ctx, a.texts.NotAllowed, &kv.EntryUpdate{Answer: a.texts.NotAllowed, Status: kv.StatusRefused})
 		}
 		verdict, err := b.store.TakeQuota(j.App, j.User, kv.Limits{PerMinute: a.cfg.PerMinute, PerDay: a.cfg.PerDay}, b.now())
 		if err != nil {
@@ -122,7 +122,7 @@ func (b *Bridge) runQuestion(ctx context.Context, d *delivery) (kv.Status, error
 				text = a.texts.OverDay
 			}
 			d.log.Info("user over quota", "verdict", verdict)
-			return kv.StatusRefused, d.fixed(ctx, text, nil, &kv.EntryUpdate{Answer: text, Status: kv.StatusRefused})
+			return kv.StatusRefused, d.fixed(ctx, text, &kv.EntryUpdate{Answer: text, Status: kv.StatusRefused})
 		}
 	}
 	j.Attempts++
@@ -142,7 +142,7 @@ func (b *Bridge) runQuestion(ctx context.Context, d *delivery) (kv.Status, error
 	}
 
 	res, full, err := d.ask(ctx, conv)
-	if err != nil && errors.Is(err, llm.ErrConversationNotFound) && full == "" && conv.DifyID != "" {
+	if errors.Is(err, llm.ErrConversationNotFound) && full == "" && conv.DifyID != "" {
 		// Deleted in Dify, or not this user's: start afresh, once.
 		d.log.Info("Dify conversation not found; asking again in a new conversation")
 		conv = kv.Conversation{Seq: conv.Seq + 1}
@@ -158,12 +158,17 @@ func (b *Bridge) runQuestion(ctx context.Context, d *delivery) (kv.Status, error
 
 	var final string
 	status := kv.StatusDone
+	// fail marks the job failed and returns the reference id the user and
+	// the log share.
+	fail := func() string {
+		j.RefID, j.Failed = refID(), true
+		status = kv.StatusFailed
+		return j.RefID
+	}
 	switch {
 	case err != nil:
 		b.noteErr("llm", err)
-		ref := refID()
-		j.RefID, j.Failed = ref, true
-		status = kv.StatusFailed
+		ref := fail()
 		if full == "" {
 			d.log.Error("LLM failed; the user gets an apology", "ref", ref, "err", err)
 			final = fmt.Sprintf(a.texts.Failed, ref)
@@ -172,9 +177,7 @@ func (b *Bridge) runQuestion(ctx context.Context, d *delivery) (kv.Status, error
 			final = full + "\n\n" + fmt.Sprintf(a.texts.Interrupted, ref)
 		}
 	case strings.TrimSpace(res.Answer) == "" && strings.TrimSpace(full) == "":
-		ref := refID()
-		j.RefID, j.Failed = ref, true
-		status = kv.StatusFailed
+		ref := fail()
 		d.log.Error("LLM returned an empty answer", "ref", ref)
 		final = fmt.Sprintf(a.texts.Failed, ref)
 	default:
@@ -289,10 +292,10 @@ type delivery struct {
 
 // fixed delivers a fixed reply (command answer, notice, refusal) and records
 // it as the job's answer.
-func (d *delivery) fixed(ctx context.Context, text string, conv *kv.Conversation, entry *kv.EntryUpdate) error {
+func (d *delivery) fixed(ctx context.Context, text string, entry *kv.EntryUpdate) error {
 	d.j.Answer, d.j.AnswerDone, d.j.Delivered = text, true, 0
 	d.stageFinal()
-	if err := d.b.store.CompleteAnswer(kv.AnswerUpdate{Job: d.j, Conversation: conv, Entry: entry}); err != nil {
+	if err := d.b.store.CompleteAnswer(kv.AnswerUpdate{Job: d.j, Entry: entry}); err != nil {
 		return err
 	}
 	return d.deliverRest(ctx)

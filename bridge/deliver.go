@@ -30,14 +30,8 @@ func (d *delivery) offer(ctx context.Context, full string, final bool) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	j := d.j
-	delivered := j.Answer[:j.Delivered]
-	if !strings.HasPrefix(full, delivered) {
-		if !final && strings.HasPrefix(delivered, full) {
-			return nil // a resumed stream still catching up with what was sent
-		}
-		if err := d.diverge(ctx); err != nil {
-			return err
-		}
+	if wait, err := d.continues(ctx, full, final); wait || err != nil {
+		return err
 	}
 	cut := len(full)
 	if !final {
@@ -56,10 +50,22 @@ func (d *delivery) offer(ctx context.Context, full string, final bool) error {
 func (d *delivery) reconcile(ctx context.Context, final string) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if strings.HasPrefix(final, d.j.Answer[:d.j.Delivered]) {
-		return nil
+	_, err := d.continues(ctx, final, true)
+	return err
+}
+
+// continues checks that full starts with what the user has already read.
+// A stream that is still shorter than that (a resumed job catching up)
+// reports wait; text that differs is handled by diverge. Call with d.mu held.
+func (d *delivery) continues(ctx context.Context, full string, final bool) (wait bool, err error) {
+	delivered := d.j.Answer[:d.j.Delivered]
+	switch {
+	case strings.HasPrefix(full, delivered):
+		return false, nil
+	case !final && strings.HasPrefix(delivered, full):
+		return true, nil
 	}
-	return d.diverge(ctx)
+	return false, d.diverge(ctx)
 }
 
 // diverge handles an answer that no longer continues what the user has

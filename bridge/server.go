@@ -141,13 +141,12 @@ func (b *Bridge) callback(ctx *fasthttp.RequestCtx, name string) {
 			return
 		}
 		result := b.accept(a, msg)
+		b.metrics.inc("wecom_bridge_callbacks_total", name, result)
 		if result == "error" {
 			// Not stored: let WeCom retry rather than lose the question.
 			ctx.Error("", fasthttp.StatusServiceUnavailable)
-			b.metrics.inc("wecom_bridge_callbacks_total", name, result)
 			return
 		}
-		b.metrics.inc("wecom_bridge_callbacks_total", name, result)
 		b.metrics.observe("wecom_bridge_ack_seconds", time.Since(start))
 		ctx.SetStatusCode(fasthttp.StatusOK)
 	default:
