@@ -69,7 +69,7 @@ type app struct {
 	crypto  *wecom.Crypto
 	client  *wecom.Client
 	backend llm.Backend
-	bcfg    BackendConfig
+	bcfg    llm.Config
 	texts   Texts
 	wc      WeComConfig
 	depts   *deptCache
@@ -147,7 +147,7 @@ func (b *Bridge) build(cfg *Config) (*runtime, error) {
 	rt := &runtime{cfg: cfg, apps: map[string]*app{}}
 	backends := map[string]llm.Backend{}
 	for name, bc := range cfg.Backends {
-		be, err := llm.New(bc.llmConfig(), b.hc, b.log.With("backend", name))
+		be, err := llm.New(bc, b.hc, b.log.With("backend", name))
 		if err != nil {
 			return nil, fmt.Errorf("bridge: backends.%s: %w", name, err)
 		}

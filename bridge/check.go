@@ -64,7 +64,7 @@ func Check(ctx context.Context, cfg *Config, out io.Writer, log *slog.Logger) bo
 			add(ac.Name, "agent/get (can send)", err, detail)
 		}
 		bc := cfg.Backends[ac.Backend]
-		be, err := llm.New(bc.llmConfig(), hc, log)
+		be, err := llm.New(bc, hc, log)
 		if err != nil {
 			add(ac.Name, "backend "+ac.Backend, err, "")
 			continue

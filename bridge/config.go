@@ -71,15 +71,15 @@ func (s Secret) Value() string { return string(s) }
 
 // Config is the whole daemon configuration (one TOML file).
 type Config struct {
-	Server   ServerConfig             `toml:"server"`
-	Log      LogConfig                `toml:"log"`
-	Storage  StorageConfig            `toml:"storage"`
-	Workers  WorkersConfig            `toml:"workers"`
-	WeCom    WeComConfig              `toml:"wecom"`
-	History  HistoryConfig            `toml:"history"`
-	Texts    Texts                    `toml:"texts"`
-	Apps     []AppConfig              `toml:"apps"`
-	Backends map[string]BackendConfig `toml:"backends"`
+	Server   ServerConfig          `toml:"server"`
+	Log      LogConfig             `toml:"log"`
+	Storage  StorageConfig         `toml:"storage"`
+	Workers  WorkersConfig         `toml:"workers"`
+	WeCom    WeComConfig           `toml:"wecom"`
+	History  HistoryConfig         `toml:"history"`
+	Texts    Texts                 `toml:"texts"`
+	Apps     []AppConfig           `toml:"apps"`
+	Backends map[string]llm.Config `toml:"backends"` // [backends.NAME]; llm.Config redacts api_key
 }
 
 // ServerConfig is the [server] section.
@@ -173,37 +173,6 @@ type AppConfig struct {
 
 	// Inputs are passed to Dify as `inputs`.
 	Inputs map[string]any `toml:"inputs"`
-}
-
-// BackendConfig is one [backends.NAME] table.
-type BackendConfig struct {
-	Type           string        `toml:"type"`
-	BaseURL        string        `toml:"base_url"`
-	APIKey         Secret        `toml:"api_key"`
-	DifyMode       string        `toml:"dify_mode"`
-	WorkflowOutput string        `toml:"workflow_output"`
-	QueryInput     string        `toml:"query_input"`
-	Model          string        `toml:"model"`
-	SystemPrompt   string        `toml:"system_prompt"`
-	Temperature    *float32      `toml:"temperature"`
-	MaxTokens      int           `toml:"max_tokens"`
-	HistoryTurns   int           `toml:"history_turns"`
-	HistoryChars   int           `toml:"history_chars"`
-	IdleTimeout    time.Duration `toml:"idle_timeout"`
-	Timeout        time.Duration `toml:"timeout"`
-	MaxRetries     int           `toml:"max_retries"`
-	RetryBase      time.Duration `toml:"retry_base"`
-}
-
-// llmConfig converts to the llm package's config.
-func (b BackendConfig) llmConfig() llm.Config {
-	return llm.Config{
-		Type: b.Type, BaseURL: b.BaseURL, APIKey: b.APIKey.Value(),
-		DifyMode: b.DifyMode, WorkflowOutput: b.WorkflowOutput, QueryInput: b.QueryInput,
-		Model: b.Model, SystemPrompt: b.SystemPrompt, Temperature: b.Temperature, MaxTokens: b.MaxTokens,
-		HistoryTurns: b.HistoryTurns, HistoryChars: b.HistoryChars,
-		IdleTimeout: b.IdleTimeout, Timeout: b.Timeout, MaxRetries: b.MaxRetries, RetryBase: b.RetryBase,
-	}
 }
 
 // Texts are the replies users see. Every one can be changed in [texts].
@@ -453,26 +422,30 @@ func stripIndices(path string) string {
 // resolveSecrets replaces "env:NAME" and "file:/path" secrets with the value.
 func (c *Config) resolveSecrets() error {
 	var errs []error
-	res := func(s *Secret, path ...string) {
-		v := string(*s)
+	resStr := func(v *string, path ...string) {
 		switch {
-		case strings.HasPrefix(v, "env:"):
-			name := strings.TrimPrefix(v, "env:")
+		case strings.HasPrefix(*v, "env:"):
+			name := strings.TrimPrefix(*v, "env:")
 			val, ok := os.LookupEnv(name)
 			if !ok || val == "" {
 				errs = append(errs, kerr(fmt.Sprintf("environment variable %s is not set", name), path...))
 				return
 			}
-			*s = Secret(val)
-		case strings.HasPrefix(v, "file:"):
-			p := strings.TrimPrefix(v, "file:")
+			*v = val
+		case strings.HasPrefix(*v, "file:"):
+			p := strings.TrimPrefix(*v, "file:")
 			data, err := os.ReadFile(p)
 			if err != nil {
 				errs = append(errs, kerr(fmt.Sprintf("cannot read secret file %s: %v", p, errors.Unwrap(err)), path...))
 				return
 			}
-			*s = Secret(strings.TrimRight(string(data), "\r\n"))
+			*v = strings.TrimRight(string(data), "\r\n")
 		}
+	}
+	res := func(s *Secret, path ...string) {
+		v := string(*s)
+		resStr(&v, path...)
+		*s = Secret(v)
 	}
 	for i := range c.Apps {
 		idx := fmt.Sprint(i)
@@ -481,7 +454,7 @@ func (c *Config) resolveSecrets() error {
 		res(&c.Apps[i].EncodingAESKey, "apps", idx, "encoding_aes_key")
 	}
 	for name, b := range c.Backends {
-		res(&b.APIKey, "backends", name, "api_key")
+		resStr(&b.APIKey, "backends", name, "api_key")
 		c.Backends[name] = b
 	}
 	res(&c.History.SessionKey, "history", "session_key")
@@ -734,7 +707,7 @@ func (c *Config) Validate() error {
 	sort.Strings(backendNames)
 	for _, name := range backendNames {
 		b := c.Backends[name]
-		if err := b.llmConfig().Validate("backends." + name); err != nil {
+		if err := b.Validate("backends." + name); err != nil {
 			for _, e := range unjoin(err) {
 				add(backendErr(name, e))
 			}

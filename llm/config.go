@@ -51,9 +51,10 @@ type Config struct {
 	// BaseURL is the API root including the version, e.g.
 	// "https://api.dify.ai/v1" or "http://localhost:11434/v1".
 	BaseURL string `toml:"base_url"`
-	// APIKey is the bearer token. It is secret: it is never logged and
-	// never appears in errors. Required for Dify.
-	APIKey string `toml:"api_key"`
+	// APIKey is the bearer token. It is secret: it is never logged, never
+	// appears in errors, and is left out of JSON encodings (a config dumped
+	// by a JSON log handler). Required for Dify.
+	APIKey string `toml:"api_key" json:"-"`
 
 	// DifyMode selects the Dify endpoint: "chat" (default; also accepts
 	// "agent", "chatflow", "advanced-chat", "agent-chat"), "workflow" or
