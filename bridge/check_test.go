@@ -78,7 +78,7 @@ func TestSimulate(t *testing.T) {
 	in := strings.NewReader("报销流程？\n/new\n")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	err = Simulate(ctx, cfg, SimulateOptions{User: "zhangsan", In: in, Out: &syncWriter{w: &out}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	err = Simulate(ctx, cfg, SimulateOptions{User: "zhangsan", In: in, Out: &out, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,10 +90,3 @@ func TestSimulate(t *testing.T) {
 		t.Fatalf("Dify saw %+v", r)
 	}
 }
-
-type syncWriter struct {
-	mu chan struct{}
-	w  io.Writer
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) { return s.w.Write(p) }

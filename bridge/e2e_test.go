@@ -2,7 +2,6 @@ package bridge
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -458,8 +457,6 @@ func TestBadCallbacksRejected(t *testing.T) {
 	huge.Body = bytes.Repeat([]byte("A"), 70<<10)
 	truncated := *good
 	truncated.Body = good.Body[:len(good.Body)/2]
-	stale := *good
-	stale.Query = cloneQuery(good.Query)
 	cases := []struct {
 		name string
 		cb   *wecomCallback
@@ -528,8 +525,6 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
-
-var _ = errors.New
 
 // echo is what the fakes answer when no script is queued.
 func echo(q string) string { return "You asked: " + q }
