@@ -63,6 +63,15 @@ type runtime struct {
 	apps map[string]*app
 }
 
+// wecomConfig is the WeCom API client config of one app.
+func (c *Config) wecomConfig(ac AppConfig, hc *http.Client, log *slog.Logger) wecom.Config {
+	return wecom.Config{
+		CorpID: c.WeCom.CorpID, Secret: ac.Secret.Value(), AgentID: ac.AgentID,
+		APIBase: c.WeCom.APIBase, OAuthBase: c.WeCom.OAuthBase, SSOBase: c.WeCom.SSOBase,
+		HTTPClient: hc, RateLimitWait: c.WeCom.RateLimitWait, Logger: log,
+	}
+}
+
 // app is one configured WeCom app with its clients.
 type app struct {
 	cfg     AppConfig
@@ -161,12 +170,9 @@ func (b *Bridge) build(cfg *Config) (*runtime, error) {
 		}
 		hc := *b.wecomHC
 		hc.Timeout = cfg.WeCom.RequestTimeout
-		cl, err := wecom.New(wecom.Config{
-			CorpID: cfg.WeCom.CorpID, Secret: ac.Secret.Value(), AgentID: ac.AgentID,
-			APIBase: cfg.WeCom.APIBase, OAuthBase: cfg.WeCom.OAuthBase, SSOBase: cfg.WeCom.SSOBase,
-			HTTPClient: &hc, RateLimitWait: cfg.WeCom.RateLimitWait, Now: b.now,
-			Logger: b.log.With("app", ac.Name),
-		})
+		wcfg := cfg.wecomConfig(ac, &hc, b.log.With("app", ac.Name))
+		wcfg.Now = b.now
+		cl, err := wecom.New(wcfg)
 		if err != nil {
 			return nil, fmt.Errorf("bridge: apps[%d]: %w", i, err)
 		}

@@ -39,11 +39,10 @@ func Check(ctx context.Context, cfg *Config, out io.Writer, log *slog.Logger) bo
 	}
 	rows = append(rows, checkRow{"-", "config", "OK", fmt.Sprintf("%d app(s), %d backend(s)", len(cfg.Apps), len(cfg.Backends))})
 	for _, ac := range cfg.Apps {
-		cl, err := wecom.New(wecom.Config{
-			CorpID: cfg.WeCom.CorpID, Secret: ac.Secret.Value(), AgentID: ac.AgentID,
-			APIBase: cfg.WeCom.APIBase, OAuthBase: cfg.WeCom.OAuthBase, SSOBase: cfg.WeCom.SSOBase,
-			HTTPClient: hc, MaxRetries: 1, RateLimitWait: time.Second, Logger: log,
-		})
+		// A check answers quickly: one retry, and no minute-long 45009 wait.
+		wcfg := cfg.wecomConfig(ac, hc, log)
+		wcfg.MaxRetries, wcfg.RateLimitWait = 1, time.Second
+		cl, err := wecom.New(wcfg)
 		if err != nil {
 			add(ac.Name, "wecom client", err, "")
 			continue
