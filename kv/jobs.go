@@ -2,6 +2,7 @@ package kv
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"time"
 
@@ -154,17 +155,30 @@ func (s *Store) Job(id uint64) (*Job, error) {
 	return j, nil
 }
 
+// putLiveJob stores j over its pending record. It fails with ErrNotFound if
+// the job is already done, so a late write never resurrects a finished job.
+func putLiveJob(tx *bolt.Tx, j *Job) error {
+	b := tx.Bucket(bucketJobs)
+	k := idKey(j.ID)
+	if b.Get(k) == nil {
+		return ErrNotFound
+	}
+	return put(b, k, j)
+}
+
+// ignoreMissing treats a history entry already pruned by retention as
+// updated.
+func ignoreMissing(err error) error {
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	return err
+}
+
 // SaveJob stores a job's progress. It fails with ErrNotFound if the job is
 // already done, so a finished job is never resurrected.
 func (s *Store) SaveJob(j *Job) error {
-	err := s.update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketJobs)
-		k := idKey(j.ID)
-		if b.Get(k) == nil {
-			return ErrNotFound
-		}
-		return put(b, k, j)
-	})
+	err := s.update(func(tx *bolt.Tx) error { return putLiveJob(tx, j) })
 	if err != nil {
 		return fmt.Errorf("kv: save job %d: %w", j.ID, err)
 	}
@@ -177,22 +191,13 @@ func (s *Store) SaveJob(j *Job) error {
 // ErrNotFound if the job is already done.
 func (s *Store) StartAttempt(j *Job) error {
 	err := s.update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketJobs)
-		k := idKey(j.ID)
-		if b.Get(k) == nil {
-			return ErrNotFound
-		}
-		if err := put(b, k, j); err != nil {
+		if err := putLiveJob(tx, j); err != nil {
 			return err
 		}
 		if j.Kind != KindQuestion {
 			return nil
 		}
-		err := updateEntry(tx, j.User, j.ID, s.now(), &EntryUpdate{Status: StatusAnswering})
-		if err == ErrNotFound {
-			return nil
-		}
-		return err
+		return ignoreMissing(updateEntry(tx, j.User, j.ID, s.now(), &EntryUpdate{Status: StatusAnswering}))
 	})
 	if err != nil {
 		return fmt.Errorf("kv: start attempt %d: %w", j.ID, err)
@@ -224,12 +229,7 @@ type EntryUpdate struct {
 func (s *Store) CompleteAnswer(u AnswerUpdate) error {
 	j := u.Job
 	err := s.update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketJobs)
-		k := idKey(j.ID)
-		if b.Get(k) == nil {
-			return ErrNotFound
-		}
-		if err := put(b, k, j); err != nil {
+		if err := putLiveJob(tx, j); err != nil {
 			return err
 		}
 		if u.Conversation != nil {
@@ -258,11 +258,7 @@ func (s *Store) FinishJob(j *Job, status Status) error {
 		if j.Kind != KindQuestion || status == "" {
 			return nil
 		}
-		err := updateEntry(tx, j.User, j.ID, s.now(), &EntryUpdate{Status: status})
-		if err == ErrNotFound {
-			return nil // pruned by retention meanwhile
-		}
-		return err
+		return ignoreMissing(updateEntry(tx, j.User, j.ID, s.now(), &EntryUpdate{Status: status}))
 	})
 	if err != nil {
 		return fmt.Errorf("kv: finish job %d: %w", j.ID, err)
