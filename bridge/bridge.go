@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,8 +44,18 @@ type Bridge struct {
 	reload  sync.Mutex
 	pool    *pool
 	budget  *budget
+	dupSeq  *dupSeqs
 	metrics *metrics
 	web     *web
+
+	// clients keeps one WeCom API client per (corp, agent, secret, API
+	// base) across reloads, with its token cache and department cache.
+	clientsMu sync.Mutex
+	clients   map[clientKey]*appClients
+
+	// writeFailing is when our store last failed a write while answering,
+	// as Unix nanoseconds; 0 once a write has worked again. /healthz reads it.
+	writeFailing atomic.Int64
 
 	root   context.Context
 	cancel context.CancelFunc
@@ -70,19 +81,6 @@ func (c *Config) wecomConfig(ac AppConfig, hc *http.Client, log *slog.Logger) we
 		APIBase: c.WeCom.APIBase, OAuthBase: c.WeCom.OAuthBase, SSOBase: c.WeCom.SSOBase,
 		HTTPClient: hc, RateLimitWait: c.WeCom.RateLimitWait, Logger: log,
 	}
-}
-
-// app is one configured WeCom app with its clients.
-type app struct {
-	cfg     AppConfig
-	crypto  *wecom.Crypto
-	client  *wecom.Client
-	backend llm.Backend
-	bcfg    llm.Config
-	texts   Texts
-	wc      WeComConfig
-	depts   *deptCache
-	allowU  map[string]bool
 }
 
 // New builds a Bridge from a validated config. It makes no network calls.
@@ -112,6 +110,7 @@ func New(cfg *Config, d Deps) (*Bridge, error) {
 		log: d.Log, store: d.Store, hc: d.HTTPClient, wecomHC: wecomClient(d.HTTPClient), now: d.Now,
 		metrics:  newMetrics(),
 		serveErr: make(chan error, 1),
+		clients:  map[clientKey]*appClients{},
 	}
 	b.root, b.cancel = context.WithCancel(context.Background())
 	rt, err := b.build(cfg)
@@ -120,6 +119,7 @@ func New(cfg *Config, d Deps) (*Bridge, error) {
 	}
 	b.rt.Store(rt)
 	b.budget = newBudget(cfg.WeCom.PerMemberPerMinute, d.Now)
+	b.dupSeq = newDupSeqs(d.Store)
 	b.pool = newPool(cfg.Workers.Count, b.process, d.Log)
 	if cfg.History.enabled() {
 		w, err := newWeb(b, cfg)
@@ -151,7 +151,9 @@ func wecomClient(hc *http.Client) *http.Client {
 	return &c
 }
 
-// build creates the apps of a config.
+// build creates the apps of a config. WeCom clients are reused from the
+// previous config when the app's credentials did not change, so that a
+// reload costs no gettoken and keeps the department cache.
 func (b *Bridge) build(cfg *Config) (*runtime, error) {
 	rt := &runtime{cfg: cfg, apps: map[string]*app{}}
 	backends := map[string]llm.Backend{}
@@ -162,35 +164,117 @@ func (b *Bridge) build(cfg *Config) (*runtime, error) {
 		}
 		backends[name] = be
 	}
+	used := map[clientKey]bool{}
 	for i, ac := range cfg.Apps {
 		cr, err := wecom.NewCrypto(ac.Token.Value(), ac.EncodingAESKey.Value(), cfg.WeCom.CorpID,
 			wecom.WithMaxBodySize(cfg.Server.MaxBodyBytes))
 		if err != nil {
 			return nil, fmt.Errorf("bridge: apps[%d].encoding_aes_key: %w", i, err)
 		}
-		hc := *b.wecomHC
-		hc.Timeout = cfg.WeCom.RequestTimeout
-		wcfg := cfg.wecomConfig(ac, &hc, b.log.With("app", ac.Name))
-		wcfg.Now = b.now
-		cl, err := wecom.New(wcfg)
+		cc, err := b.appClient(cfg, ac)
 		if err != nil {
 			return nil, fmt.Errorf("bridge: apps[%d]: %w", i, err)
 		}
+		used[cc.key] = true
 		a := &app{
-			cfg: ac, crypto: cr, client: cl, backend: backends[ac.Backend], bcfg: cfg.Backends[ac.Backend],
-			texts: cfg.Texts, wc: cfg.WeCom,
-			depts: newDeptCache(cfg.WeCom.DepartmentCacheTTL, b.now),
+			cfg: ac, crypto: cr, client: cc.client, backend: backends[ac.Backend], bcfg: cfg.Backends[ac.Backend],
+			texts: cfg.Texts, wc: cfg.WeCom, depts: cc.depts,
+		}
+		a.set = answerSettings{
+			name: ac.Name, backend: a.backend, bcfg: a.bcfg, texts: cfg.Texts, inputs: ac.Inputs,
+			idleRollover: ac.IdleRollover, perMinute: ac.PerMinute, perDay: ac.PerDay, welcome: ac.Welcome,
 		}
 		if len(ac.AllowUsers) > 0 {
 			a.allowU = map[string]bool{}
 			for _, u := range ac.AllowUsers {
-				a.allowU[u] = true
+				a.allowU[strings.ToLower(u)] = true
 			}
 		}
 		rt.apps[ac.Name] = a
 	}
+	b.clientsMu.Lock()
+	for k := range b.clients {
+		if !used[k] {
+			delete(b.clients, k)
+		}
+	}
+	b.clientsMu.Unlock()
 	return rt, nil
 }
+
+// clientKey identifies the WeCom API client of an app: a client (its token)
+// is valid for exactly one corp, agent and secret.
+type clientKey struct {
+	corp, secret, apiBase, oauthBase, ssoBase string
+	agent                                     int64
+	timeout, rateWait                         time.Duration
+}
+
+// appClients is an app's WeCom client with the caches that belong to it.
+type appClients struct {
+	key    clientKey
+	client *wecom.Client
+	depts  *deptCache
+}
+
+// appClient returns the WeCom client for an app, reusing the one built for
+// the same credentials by an earlier config.
+func (b *Bridge) appClient(cfg *Config, ac AppConfig) (*appClients, error) {
+	k := clientKey{
+		corp: cfg.WeCom.CorpID, secret: ac.Secret.Value(), agent: ac.AgentID,
+		apiBase: cfg.WeCom.APIBase, oauthBase: cfg.WeCom.OAuthBase, ssoBase: cfg.WeCom.SSOBase,
+		timeout: cfg.WeCom.RequestTimeout, rateWait: cfg.WeCom.RateLimitWait,
+	}
+	b.clientsMu.Lock()
+	defer b.clientsMu.Unlock()
+	if cc := b.clients[k]; cc != nil {
+		if cc.depts.ttl != cfg.WeCom.DepartmentCacheTTL {
+			cc.depts.setTTL(cfg.WeCom.DepartmentCacheTTL)
+		}
+		return cc, nil
+	}
+	hc := *b.wecomHC
+	hc.Timeout = cfg.WeCom.RequestTimeout
+	wcfg := cfg.wecomConfig(ac, &hc, b.log.With("app", ac.Name))
+	wcfg.Now = b.now
+	cl, err := wecom.New(wcfg)
+	if err != nil {
+		return nil, err
+	}
+	cc := &appClients{key: k, client: cl, depts: newDeptCache(cfg.WeCom.DepartmentCacheTTL, b.now)}
+	b.clients[k] = cc
+	return cc, nil
+}
+
+// endpoint returns the configured app or bot that job-owner name refers to,
+// or nil.
+func (b *Bridge) endpoint(name string) endpoint {
+	if a := b.rt.Load().apps[name]; a != nil {
+		return a
+	}
+	return nil
+}
+
+// storageFailed records that a write of ours failed; /healthz reports it
+// until a write works again.
+func (b *Bridge) storageFailed(err error) {
+	if b.writeFailing.Load() == 0 {
+		b.log.Error("storage writes are failing; answers wait until they work again (disk full or read-only?)", "err", err)
+	}
+	b.writeFailing.Store(b.now().UnixNano())
+	b.noteErr("storage", err)
+}
+
+// storageOK records a successful write after failures.
+func (b *Bridge) storageOK() {
+	if b.writeFailing.Swap(0) != 0 {
+		b.log.Info("storage writes work again")
+	}
+}
+
+// noteSent records that a message to a member left at t (for the send
+// budget across restarts).
+func (b *Bridge) noteSent(key string, t time.Time) {}
 
 func (b *Bridge) app(name string) *app {
 	return b.rt.Load().apps[name]
@@ -213,6 +297,7 @@ func (b *Bridge) Reload(cfg *Config) error {
 		return err
 	}
 	b.rt.Store(rt)
+	b.budget.setLimit(cfg.WeCom.PerMemberPerMinute)
 	if b.web != nil {
 		b.web.reload(cfg)
 	}
@@ -321,6 +406,7 @@ func (b *Bridge) maintain() {
 		if err := b.store.PruneExpired(); err != nil {
 			b.log.Warn("prune sessions", "err", err)
 		}
+		b.budget.forget()
 		select {
 		case <-b.root.Done():
 			return

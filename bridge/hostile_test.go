@@ -163,6 +163,8 @@ func TestHostileCallbacks(t *testing.T) {
 		{"invalid UTF-8 in CDATA", signed(sealInner(t, text("坏\xff\xfe字节")), now), 400},
 		{"invalid UTF-8 in element text", signed(sealInner(t, []byte(fmt.Sprintf("<xml><ToUserName>%s</ToUserName><FromUserName>zhang\xffsan</FromUserName><CreateTime>%d</CreateTime><MsgType>text</MsgType><Content>x</Content><MsgId>5</MsgId><AgentID>1000002</AgentID></xml>", testCorp, now.Unix()))), now), 400},
 		{"entities in the message (billion laughs)", signed(sealInner(t, []byte(billion+fmt.Sprintf("<xml><ToUserName>%s</ToUserName><FromUserName>zhangsan</FromUserName><CreateTime>%d</CreateTime><MsgType>text</MsgType><Content>&c;</Content><MsgId>6</MsgId><AgentID>1000002</AgentID></xml>", testCorp, now.Unix()))), now), 400},
+		{"NUL in FromUserName (never storable: 4xx, not a retry)", signed(sealInner(t, wecomtest.TextMessageXML(testCorp, "zhang\x00san", "x", 7, 1000002, now)), now), 400},
+		{"33 KB FromUserName", signed(sealInner(t, wecomtest.TextMessageXML(testCorp, strings.Repeat("z", 33<<10), "x", 8, 1000002, now)), now), 400},
 		{"entities in the envelope", signedBody("x", now, []byte(billion+"<xml><ToUserName>&c;</ToUserName><Encrypt>x</Encrypt></xml>")), 400},
 		{"deep nesting in the message", signed(sealInner(t, []byte("<xml>"+deep(4000)+"</xml>")), now), 400},
 		{"deep nesting in the envelope", signedBody("x", now, []byte("<xml><Encrypt>x</Encrypt>"+deep(4000)+"</xml>")), 400},

@@ -51,12 +51,15 @@ func laneKey(app, user string) string { return app + "\x00" + user }
 
 // submit queues a job on its lane and makes sure a worker will take it.
 func (p *pool) submit(ctx context.Context, j *kv.Job) {
+	key := laneKey(j.App, j.User)
+	p.mu.Lock()
+	// Checked under the lock that stop takes, so that no worker is added
+	// (wg.Add) once stop has returned and wait may be running.
 	if p.stopped.Load() {
+		p.mu.Unlock()
 		return
 	}
-	key := laneKey(j.App, j.User)
 	p.queued.Add(1)
-	p.mu.Lock()
 	l := p.lane[key]
 	if l == nil {
 		l = &lane{key: key}

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/valyala/fasthttp"
 
@@ -32,7 +34,13 @@ func (b *Bridge) newServer() *fasthttp.Server {
 		// posts small forms.
 		MaxRequestBodySize: cfg.Server.MaxBodyBytes,
 		ReadBufferSize:     8 << 10,
-		Concurrency:        16 << 10,
+		// Each connection may hold a body of up to max_body_bytes while a
+		// slow client trickles it in (read_timeout bounds how long), so
+		// the connection cap bounds that memory: 1024 × (64 KiB + 8 KiB)
+		// is about 74 MB at worst. A callback is acknowledged in
+		// milliseconds, so 1024 connections carry thousands a second; a
+		// buffering reverse proxy in front removes slow clients entirely.
+		Concurrency: maxConns,
 		ErrorHandler: func(ctx *fasthttp.RequestCtx, err error) {
 			status := fasthttp.StatusBadRequest
 			if errors.Is(err, fasthttp.ErrBodyTooLarge) {
@@ -50,6 +58,9 @@ func (b *Bridge) newServer() *fasthttp.Server {
 	}
 }
 
+// maxConns caps the connections served at once (see newServer).
+const maxConns = 1024
+
 type fasthttpLogger struct{ log *slog.Logger }
 
 func (l fasthttpLogger) Printf(format string, args ...any) {
@@ -57,6 +68,8 @@ func (l fasthttpLogger) Printf(format string, args ...any) {
 }
 
 func (b *Bridge) route(ctx *fasthttp.RequestCtx) {
+	// Set last: ctx.Error resets the response headers.
+	defer b.securityHeaders(ctx)
 	path := ctx.Path()
 	switch {
 	case bytes.HasPrefix(path, []byte("/wecom/")):
@@ -75,11 +88,27 @@ func (b *Bridge) route(ctx *fasthttp.RequestCtx) {
 	}
 }
 
+// securityHeaders go on every response: no MIME sniffing, and HSTS when
+// the daemon is published over https.
+func (b *Bridge) securityHeaders(ctx *fasthttp.RequestCtx) {
+	h := &ctx.Response.Header
+	h.Set("X-Content-Type-Options", "nosniff")
+	if strings.HasPrefix(b.config().Server.PublicURL, "https://") {
+		h.Set("Strict-Transport-Security", "max-age=31536000")
+	}
+}
+
 func (b *Bridge) healthz(ctx *fasthttp.RequestCtx) {
 	ctx.SetContentType("text/plain; charset=utf-8")
 	if len(b.rt.Load().apps) == 0 {
 		ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
 		ctx.WriteString("no apps configured\n")
+		return
+	}
+	if at := b.writeFailing.Load(); at != 0 {
+		ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
+		fmt.Fprintf(ctx, "database writes failing since %s (disk full or read-only?); answers wait\n",
+			time.Unix(0, at).UTC().Format(time.RFC3339))
 		return
 	}
 	if err := b.store.Ping(); err != nil {
@@ -140,6 +169,11 @@ func (b *Bridge) callback(ctx *fasthttp.RequestCtx, name string) {
 			b.reject(ctx, a, errAgentMismatch, "callback")
 			return
 		}
+		if !validSender(msg.FromUserName) {
+			// Never storable, so never worth a retry: 4xx, not 503.
+			b.reject(ctx, a, errBadUser, "callback")
+			return
+		}
 		result := b.accept(a, msg)
 		b.metrics.inc("wecom_bridge_callbacks_total", name, result)
 		if result == "error" {
@@ -154,7 +188,22 @@ func (b *Bridge) callback(ctx *fasthttp.RequestCtx, name string) {
 	}
 }
 
+// validSender reports whether a sender id can be a WeCom userid (or open
+// userid): 1–128 bytes of printable UTF-8. WeCom's own are at most 64.
+func validSender(s string) bool {
+	if s == "" || len(s) > 128 || !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) || unicode.IsSpace(r) {
+			return false
+		}
+	}
+	return true
+}
+
 var (
+	errBadUser       = errors.New("bridge: the sender (FromUserName) is not a valid WeCom userid")
 	errAgentMismatch = errors.New("bridge: the message's AgentID is not this app's agent_id")
 	errStale         = errors.New("bridge: callback timestamp outside the accepted window (replay?)")
 	errNoTimestamp   = errors.New("bridge: callback timestamp missing or not a number")
@@ -188,6 +237,8 @@ func (b *Bridge) reject(ctx *fasthttp.RequestCtx, a *app, err error, what string
 		status, reason = fasthttp.StatusRequestEntityTooLarge, "too_large"
 	case errors.Is(err, errStale), errors.Is(err, errNoTimestamp):
 		status, reason = fasthttp.StatusForbidden, "stale"
+	case errors.Is(err, errBadUser):
+		reason = "bad_user"
 	}
 	attrs := []any{"app", a.cfg.Name, "reason", reason, "status", status, "remote", ctx.RemoteIP().String(), "err", err}
 	if reason == "bad_signature" && what == "url verification" {

@@ -39,6 +39,9 @@ type Segment struct {
 	RawEnd int      `json:"raw_end"` // offset in Job.Answer that the segment ends at
 	Pieces []string `json:"pieces"`
 	Sent   int      `json:"sent"` // pieces acknowledged by WeCom
+	// Dup is the duplicate-check number of the first piece (the others
+	// follow it); 0 when none was assigned (segments of older releases).
+	Dup uint64 `json:"dup,omitempty"`
 }
 
 // Job is a pending question with its delivery progress.
@@ -46,6 +49,9 @@ type Job struct {
 	ID uint64 `json:"id"`
 	Question
 	Attempts int `json:"attempts,omitempty"`
+	// Panics counts the runs that ended in a panic (a bug); the bridge
+	// gives up on a job that keeps panicking.
+	Panics int `json:"panics,omitempty"`
 
 	// Answer is the raw LLM answer: complete when AnswerDone, otherwise the
 	// prefix that has been delivered so far.
