@@ -85,7 +85,8 @@ func decodeMediaKey(s string) ([]byte, error) {
 }
 
 // MediaFilename returns the file name from a download's Content-Disposition
-// header: RFC 5987 filename*=UTF-8”… first, then filename=, with
+// header: the RFC 5987 extended filename* (UTF-8, percent-encoded) first,
+// then filename=, with
 // percent-escapes decoded as Tencent's SDK does. The result is a bare name
 // (no directories, no control characters, at most 255 bytes) or "".
 func MediaFilename(contentDisposition string) string {
