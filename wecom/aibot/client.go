@@ -476,9 +476,9 @@ func (c *Client) session(ctx context.Context, inbox chan<- *Callback) (subscribe
 	c.mu.Lock()
 	c.sess = s
 	c.lastErr = ""
+	c.state.Store(int32(StateOnline))
 	close(c.online)
 	c.mu.Unlock()
-	c.state.Store(int32(StateOnline))
 	c.log.Info("aibot: subscribed")
 	defer func() {
 		c.mu.Lock()
