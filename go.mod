@@ -7,6 +7,7 @@ require (
 	github.com/andybalholm/brotli v1.2.2 // indirect
 	github.com/chromedp/cdproto v0.159.0 // indirect
 	github.com/chromedp/chromedp v0.23.0 // indirect
+	github.com/coder/websocket v1.8.15
 	github.com/go-json-experiment/json v0.0.0-20260213210345-44df1a37e875 // indirect
 	github.com/klauspost/compress v1.19.1 // indirect
 	github.com/sashabaranov/go-openai v1.43.0 // indirect

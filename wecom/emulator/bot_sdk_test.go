@@ -1,0 +1,323 @@
+package emulator_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wecom-bridge/wecom-bridge/wecom/aibot"
+	"github.com/wecom-bridge/wecom-bridge/wecom/emulator"
+)
+
+// sdkDir returns .ci/aibot-sdk with its node_modules, or stops the test:
+// under CI (env CI set) a missing install is a failure, elsewhere a loud
+// skip, because only CI is guaranteed to have run `npm ci`.
+func sdkDir(t *testing.T) (dir, node string) {
+	t.Helper()
+	dir, err := filepath.Abs(filepath.Join("..", "..", ".ci", "aibot-sdk"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	missing := ""
+	if node, err = exec.LookPath("node"); err != nil {
+		missing = "node is not on PATH"
+	} else if _, err := os.Stat(filepath.Join(dir, "node_modules", "@wecom", "aibot-node-sdk", "package.json")); err != nil {
+		missing = "the official SDK is not installed in " + dir + "/node_modules (run: npm ci --prefix .ci/aibot-sdk)"
+	}
+	if missing != "" {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("CI must prove the fake against Tencent's SDK, but %s", missing)
+		}
+		t.Skipf("SKIPPING the official-SDK conformance test: %s", missing)
+	}
+	return dir, node
+}
+
+type sdkProc struct {
+	t     *testing.T
+	cmd   *exec.Cmd
+	lines chan string
+	done  chan error
+}
+
+func startSDK(t *testing.T, ctx context.Context, args ...string) *sdkProc {
+	t.Helper()
+	dir, node := sdkDir(t)
+	cmd := exec.CommandContext(ctx, node, append([]string{filepath.Join(dir, "sdk-check.cjs")}, args...)...)
+	cmd.Dir = dir
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &sdkProc{t: t, cmd: cmd, lines: make(chan string, 16), done: make(chan error, 1)}
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			p.lines <- sc.Text()
+		}
+		close(p.lines)
+		err := cmd.Wait()
+		if err != nil {
+			t.Logf("sdk-check stderr:\n%s", stderr.String())
+		}
+		p.done <- err
+	}()
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	return p
+}
+
+func (p *sdkProc) expect(ctx context.Context, want string) {
+	p.t.Helper()
+	select {
+	case l, ok := <-p.lines:
+		if !ok {
+			p.t.Fatalf("sdk-check exited before printing %s: %v", want, <-p.done)
+		}
+		if l != want {
+			p.t.Fatalf("sdk-check printed %q, want %q", l, want)
+		}
+	case <-ctx.Done():
+		p.t.Fatalf("no %s from sdk-check: %v", want, ctx.Err())
+	}
+}
+
+func (p *sdkProc) exit(ctx context.Context) error {
+	for {
+		select {
+		case _, ok := <-p.lines:
+			if !ok {
+				return <-p.done
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// shape decodes a body into generic JSON for comparison.
+func shape(t *testing.T, raw json.RawMessage) any {
+	t.Helper()
+	var v any
+	if err := json.Unmarshal(raw, &v); err != nil {
+		t.Fatalf("body %s: %v", raw, err)
+	}
+	return v
+}
+
+const (
+	sdkBot    = "aibSDKCHECK"
+	sdkSecret = "sdk-secret-0123456789"
+	sdkUser   = "zhangsan"
+)
+
+// TestBotServerSpeaksOfficialSDK runs Tencent's @wecom/aibot-node-sdk
+// against the fake and checks that the fake recorded exactly the frames the
+// SDK sent; then a Go aibot.Client displaces the SDK and repeats the same
+// replies, and its frames must have the same shape as the SDK's.
+func TestBotServerSpeaksOfficialSDK(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	srv, err := emulator.NewBotServer(emulator.BotConfig{Bots: map[string]string{sdkBot: sdkSecret}, AckDelay: 15 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	url, err := srv.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+
+	sdk := startSDK(t, ctx, url, sdkBot, sdkSecret, "roundtrip")
+	sdk.expect(ctx, "READY")
+	welcomeReq, err := srv.Push(sdkBot, aibot.Message{MsgType: aibot.MsgEvent, From: aibot.From{UserID: sdkUser}, Event: &aibot.Event{EventType: aibot.EventEnterChat}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sdk.expect(ctx, "WELCOMED")
+	textReq, err := srv.PushText(sdkBot, sdkUser, "你好")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sdk.expect(ctx, "DONE")
+
+	sdkReplies := srv.Replies()
+	checkSDKFrames(t, srv, sdkReplies, welcomeReq, textReq)
+	if n := srv.Pings(sdkBot); n < 1 {
+		t.Errorf("the SDK sent %d pings in 350 ms at a 100 ms interval", n)
+	}
+	frames := srv.Frames()
+	if f := frames[0]; f.Cmd != aibot.CmdSubscribe || !strings.HasPrefix(f.ReqID, aibot.CmdSubscribe+"_") ||
+		!reflect.DeepEqual(shape(t, f.Body), map[string]any{"bot_id": sdkBot, "secret": "<redacted>"}) {
+		t.Errorf("first frame = %+v, want the SDK's aibot_subscribe", f)
+	}
+
+	// A Go client subscribing for the same bot displaces the SDK: the SDK
+	// must recognise the fake's disconnected_event and stop.
+	goReplies := make(chan error, 2)
+	var client *aibot.Client
+	client, err = aibot.New(aibot.Config{BotID: sdkBot, Secret: sdkSecret, URL: url}, aibot.Deps{
+		Handler: func(ctx context.Context, cb *aibot.Callback) {
+			switch {
+			case cb.Message.Event != nil && cb.Message.Event.EventType == aibot.EventEnterChat:
+				goReplies <- client.RespondWelcome(ctx, cb.ReqID, "欢迎使用知识库助手")
+			case cb.Message.MsgType == aibot.MsgText:
+				goReplies <- func() error {
+					for _, step := range []struct {
+						text   string
+						finish bool
+						fb     string
+					}{{"第一段", false, "fb-sdk-1"}, {"第一段\n\n第二段", false, ""}, {"第一段\n\n第二段\n\n**完**", true, ""}} {
+						if err := client.RespondStream(ctx, cb.ReqID, "sdk-stream-2", step.text, step.finish, step.fb); err != nil {
+							return err
+						}
+					}
+					return client.SendMarkdown(ctx, cb.Message.ChatKey(), "**主动消息** from the SDK")
+				}()
+			}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cctx, stop := context.WithCancel(ctx)
+	runDone := make(chan error, 1)
+	go func() { runDone <- client.Run(cctx) }()
+	defer func() { stop(); <-runDone }()
+	sdk.expect(ctx, "DISPLACED")
+	if err := sdk.exit(ctx); err != nil {
+		t.Fatalf("sdk-check after displacement: %v", err)
+	}
+	if err := client.WaitOnline(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := srv.Subscribes(sdkBot); n != 2 {
+		t.Fatalf("subscribes = %d, want 2 (SDK, then Go client)", n)
+	}
+
+	n := len(srv.Replies())
+	wReq, err := srv.Push(sdkBot, aibot.Message{MsgType: aibot.MsgEvent, From: aibot.From{UserID: sdkUser}, Event: &aibot.Event{EventType: aibot.EventEnterChat}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-goReplies; err != nil {
+		t.Fatalf("Go welcome: %v", err)
+	}
+	tReq, err := srv.PushText(sdkBot, sdkUser, "你好")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-goReplies; err != nil {
+		t.Fatalf("Go replies: %v", err)
+	}
+	goFrames := srv.Replies()[n:]
+	if len(goFrames) != len(sdkReplies) {
+		t.Fatalf("Go client sent %d reply frames, the SDK %d", len(goFrames), len(sdkReplies))
+	}
+	for i := range goFrames {
+		g, s := goFrames[i], sdkReplies[i]
+		gb, sb := shape(t, g.Body), shape(t, s.Body)
+		if m, ok := gb.(map[string]any); ok {
+			if st, ok := m["stream"].(map[string]any); ok {
+				st["id"] = "sdk-stream-1"
+			}
+		}
+		if g.Cmd != s.Cmd || !reflect.DeepEqual(gb, sb) || g.ErrCode != 0 {
+			t.Errorf("frame %d: Go %s %s (errcode %d), SDK %s %s", i, g.Cmd, g.Body, g.ErrCode, s.Cmd, s.Body)
+		}
+	}
+	if goFrames[0].ReqID != wReq || goFrames[1].ReqID != tReq {
+		t.Errorf("Go client answered on %s/%s, want %s/%s", goFrames[0].ReqID, goFrames[1].ReqID, wReq, tReq)
+	}
+	if v := srv.Violations(); len(v) > 0 {
+		t.Errorf("violations: %v", v)
+	}
+}
+
+func checkSDKFrames(t *testing.T, srv *emulator.BotServer, got []emulator.BotFrame, welcomeReq, textReq string) {
+	t.Helper()
+	want := []struct {
+		cmd, req string
+		body     string
+	}{
+		{aibot.CmdRespondWelcome, welcomeReq, `{"msgtype":"text","text":{"content":"欢迎使用知识库助手"}}`},
+		{aibot.CmdRespondMsg, textReq, `{"msgtype":"stream","stream":{"id":"sdk-stream-1","finish":false,"content":"第一段","feedback":{"id":"fb-sdk-1"}}}`},
+		{aibot.CmdRespondMsg, textReq, `{"msgtype":"stream","stream":{"id":"sdk-stream-1","finish":false,"content":"第一段\n\n第二段"}}`},
+		{aibot.CmdRespondMsg, textReq, `{"msgtype":"stream","stream":{"id":"sdk-stream-1","finish":true,"content":"第一段\n\n第二段\n\n**完**"}}`},
+		{aibot.CmdSendMsg, "", `{"chatid":"zhangsan","msgtype":"markdown","markdown":{"content":"**主动消息** from the SDK"}}`},
+	}
+	if len(got) != len(want) {
+		for _, f := range got {
+			t.Logf("recorded %s %s %s", f.Cmd, f.ReqID, f.Body)
+		}
+		t.Fatalf("fake recorded %d reply frames, want %d", len(got), len(want))
+	}
+	for i, w := range want {
+		g := got[i]
+		if g.Cmd != w.cmd || (w.req != "" && g.ReqID != w.req) || g.ErrCode != 0 ||
+			!reflect.DeepEqual(shape(t, g.Body), shape(t, json.RawMessage(w.body))) {
+			t.Errorf("frame %d = %s %s %s (errcode %d %s)\nwant %s %s %s", i, g.Cmd, g.ReqID, g.Body, g.ErrCode, g.ErrMsg, w.cmd, w.req, w.body)
+		}
+	}
+	if !strings.HasPrefix(got[4].ReqID, aibot.CmdSendMsg+"_") {
+		t.Errorf("sendMessage req_id %q, want the SDK's aibot_send_msg_… form", got[4].ReqID)
+	}
+	b, ok := srv.Bubble("sdk-stream-1")
+	if !ok || b.Text != "第一段\n\n第二段\n\n**完**" || b.Frames != 3 || b.Finishes != 1 || b.FeedbackID != "fb-sdk-1" || b.ChatKey != sdkUser {
+		t.Errorf("bubble = %+v", b)
+	}
+	if s := srv.Sent(sdkUser); !reflect.DeepEqual(s, []string{"**主动消息** from the SDK"}) {
+		t.Errorf("sent = %q", s)
+	}
+	if w, _ := srv.Welcome(welcomeReq); w != "欢迎使用知识库助手" {
+		t.Errorf("welcome = %q", w)
+	}
+	for i := 1; i < len(got); i++ {
+		if got[i].At.Before(got[i-1].At) {
+			t.Errorf("frames out of arrival order at %d", i)
+		}
+	}
+	if v := srv.Violations(); len(v) > 0 {
+		t.Errorf("the SDK violated ack-before-next-frame: %v", v)
+	}
+}
+
+// TestBotServerRefusesOfficialSDKWithBadSecret: the SDK must see the fake's
+// refusal as its own "Authentication failed".
+func TestBotServerRefusesOfficialSDKWithBadSecret(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	srv, err := emulator.NewBotServer(emulator.BotConfig{Bots: map[string]string{sdkBot: sdkSecret}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	url, err := srv.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	sdk := startSDK(t, ctx, url, sdkBot, "wrong-secret", "badsecret")
+	sdk.expect(ctx, "AUTHFAILED")
+	if err := sdk.exit(ctx); err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			t.Fatalf("sdk-check exit: %v", err)
+		}
+		t.Fatal(err)
+	}
+	if srv.AuthFailures(sdkBot) < 1 || srv.Subscribes(sdkBot) != 0 {
+		t.Errorf("auth failures %d, subscribes %d", srv.AuthFailures(sdkBot), srv.Subscribes(sdkBot))
+	}
+}
