@@ -3,14 +3,20 @@ package bridge
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/wecom-bridge/wecom-bridge/wecom"
 )
 
 const validConfig = `
@@ -466,5 +472,150 @@ backend = "kb"
 	_, err = Parse("c.toml", []byte("[server]\npublic_url = \"https://x.example.com\"\n"))
 	if err == nil || !strings.Contains(err.Error(), "wecom.corp_id: 必须填写") || !strings.Contains(err.Error(), "至少需要一个 [[apps]]") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// [wecom] proxy is validated, and WeComTransport sends every request
+// through it — loopback ones included, unlike HTTPS_PROXY.
+func TestConfigWeComProxy(t *testing.T) {
+	for _, bad := range []string{"10.0.0.5:3128", "ftp://10.0.0.5", "http://", "http://p.example.com:3128/path"} {
+		text := strings.Replace(validConfig, `corp_id = "ww0123456789abcdef"`, `corp_id = "ww0123456789abcdef"`+"\nproxy = \""+bad+"\"", 1)
+		_, err := Parse("c.toml", []byte(text))
+		want := fmt.Sprintf("c.toml:%d: wecom.proxy: 必须是代理地址，例如 http://10.0.0.5:3128", lineOf(t, text, "proxy ="))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("proxy %q: %v", bad, err)
+		}
+	}
+	var mu sync.Mutex
+	var seen []string
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.Method+" "+r.URL.String()) // a proxy sees the absolute URL
+		mu.Unlock()
+		_, _ = io.WriteString(w, `{"errcode":0}`)
+	}))
+	defer proxy.Close()
+	text := strings.Replace(validConfig, `corp_id = "ww0123456789abcdef"`, `corp_id = "ww0123456789abcdef"`+"\nproxy = \"http://user:pw@"+strings.TrimPrefix(proxy.URL, "http://")+"\"", 1)
+	cfg, err := Parse("c.toml", []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cfg.WeCom.ProxyDisplay(); d != proxy.URL || strings.Contains(d, "pw") {
+		t.Errorf("ProxyDisplay = %q, want %q without credentials", d, proxy.URL)
+	}
+	hc := &http.Client{Transport: cfg.WeComTransport(nil)}
+	resp, err := hc.Get("http://127.0.0.1:1/cgi-bin/gettoken?corpid=x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 1 || seen[0] != "GET http://127.0.0.1:1/cgi-bin/gettoken?corpid=x" {
+		t.Fatalf("proxy saw %v", seen)
+	}
+	// The base transport's settings are kept; only Proxy changes.
+	base := &http.Transport{MaxConnsPerHost: 7}
+	if tr := cfg.WeComTransport(base); tr.MaxConnsPerHost != 7 || tr == base || base.Proxy != nil {
+		t.Fatal("WeComTransport must clone base and keep its settings")
+	}
+}
+
+// Every restart-only key that changed is listed, the per-member send
+// budget and the bots' connection settings included; reloadable ones are
+// not.
+func TestConfigRestartKeys(t *testing.T) {
+	withBot := validConfig + "\n[[bots]]\nname = \"kbbot\"\nbot_id = \"aib1\"\nsecret = \"s1\"\nbackend = \"kb\"\n"
+	old, err := Parse("c.toml", []byte(withBot))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if keys := RestartKeys(old, old); len(keys) != 0 {
+		t.Fatalf("no change, yet %v", keys)
+	}
+	next, err := Parse("c.toml", []byte(strings.NewReplacer(
+		`listen = "127.0.0.1:8080"`, "listen = \"127.0.0.1:9090\"\nidle_timeout = \"1m\"",
+		`corp_id = "ww0123456789abcdef"`, "corp_id = \"ww0123456789abcdef\"\nper_member_per_minute = 20\nproxy = \"http://10.0.0.5:3128\"\nsend_retry_for = \"1m\"",
+		`secret = "s1"`, `secret = "s2"`,
+		`backend = "nosuch"`, `backend = "kb"`,
+		`system_prompt = "你是公司的内部助手。"`, `system_prompt = "changed"`,
+	).Replace(withBot)+"\n[workers]\ncount = 3\n[log]\nlevel = \"debug\"\n[texts]\nthinking = \"稍等\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"server.listen", "server.idle_timeout", "log", "workers.count", "wecom.per_member_per_minute", "wecom.proxy", "bots.kbbot.secret"}
+	if got := RestartKeys(old, next); !reflect.DeepEqual(got, want) {
+		t.Fatalf("RestartKeys = %v, want %v", got, want)
+	}
+	// A bot added or removed.
+	if got := RestartKeys(next, mustParse(t, validConfig)); !reflect.DeepEqual(got, []string{"server.listen", "server.idle_timeout", "log", "workers.count", "wecom.per_member_per_minute", "wecom.proxy", "bots.kbbot"}) {
+		t.Fatalf("bot removed: %v", got)
+	}
+}
+
+func mustParse(t *testing.T, text string) *Config {
+	t.Helper()
+	cfg, err := Parse("c.toml", []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// simulate emulates WeCom: the shipped example loads with no WeCom secret
+// in the environment, only the chosen backend's key.
+func TestConfigParseForSimulate(t *testing.T) {
+	data, err := os.ReadFile("../config.example.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Parse refuses it: every env: secret is missing.
+	if _, err := Parse("config.example.toml", data); err == nil || !strings.Contains(err.Error(), "HELPDESK_SECRET") {
+		t.Fatalf("Parse without secrets: %v", err)
+	}
+	// Default choice: the first app, whose backend key is then the only
+	// thing asked for.
+	_, ch, err := ParseForSimulate("config.example.toml", data, SimulateChoice{})
+	if err == nil || strings.Count(err.Error(), "\n") != 1 || !strings.Contains(err.Error(), "backends.kb.api_key: 密钥无法读取：环境变量 DIFY_KB_KEY 未设置") {
+		t.Fatalf("only the chosen backend's key must be asked for: %v", err)
+	}
+	if ch.App != "helpdesk" || ch.Backend != "kb" {
+		t.Fatalf("default choice %+v", ch)
+	}
+	t.Setenv("DEEPSEEK_KEY", "sk-x")
+	cfg, ch, err := ParseForSimulate("config.example.toml", data, SimulateChoice{App: "chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ch != (SimulateChoice{App: "chat", Backend: "chat"}) || len(cfg.Apps) != 1 || cfg.Apps[0].Name != "chat" || len(cfg.Backends) != 1 || cfg.Backends["chat"].APIKey != "sk-x" {
+		t.Fatalf("choice %+v, config apps %+v backends %v", ch, cfg.Apps, cfg.Backends)
+	}
+	a := cfg.Apps[0]
+	if cfg.WeCom.CorpID == "" || a.AgentID <= 0 || a.Secret == "" || strings.HasPrefix(a.Secret.Value(), "env:") {
+		t.Fatalf("credentials not generated: %+v", a)
+	}
+	if _, err := wecom.NewCrypto(a.Token.Value(), a.EncodingAESKey.Value(), cfg.WeCom.CorpID); err != nil {
+		t.Fatalf("generated token/EncodingAESKey unusable: %v", err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("simulate config does not validate: %v", err)
+	}
+	// A backend alone gets a generated app; a bot alone its own config.
+	cfg, ch, err = ParseForSimulate("config.example.toml", data, SimulateChoice{Backend: "chat"})
+	if err != nil || len(cfg.Apps) != 1 || cfg.Apps[0].Name != "simulate" || cfg.Apps[0].Backend != "chat" || ch.Backend != "chat" {
+		t.Fatalf("backend only: %v %+v", err, cfg)
+	}
+	bots := strings.Replace(botOnlyConfig, `secret = "bot-secret-1"`, `secret = "env:NOT_SET_BOT_SECRET"`, 1) +
+		"\n[backends.other]\ntype = \"openai\"\nmodel = \"m\"\napi_key = \"env:NOT_SET_OTHER_KEY\"\n"
+	cfg, ch, err = ParseForSimulate("b.toml", []byte(bots), SimulateChoice{})
+	if err != nil || ch.Bot != "kbbot" || len(cfg.Bots) != 1 || cfg.Bots[0].Secret == "" || len(cfg.Apps) != 0 || cfg.History.enabled() {
+		t.Fatalf("bot only: %v %+v %+v", err, ch, cfg)
+	}
+	if _, _, err := ParseForSimulate("b.toml", []byte(bots), SimulateChoice{App: "nope"}); err == nil || !strings.Contains(err.Error(), `no app named "nope"`) {
+		t.Fatalf("unknown app: %v", err)
+	}
+	// Settings other than WeCom credentials are still checked.
+	if _, _, err := ParseForSimulate("b.toml", []byte(bots+"\n[server]\nidle_timeout = 5\n"), SimulateChoice{}); err == nil || !strings.Contains(err.Error(), "server.idle_timeout") {
+		t.Fatalf("bad duration in simulate: %v", err)
 	}
 }
