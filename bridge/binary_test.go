@@ -223,7 +223,7 @@ func TestBinaryCommandLine(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, _, errs := runBinary(t, bin, nil, "check-config", "-config", path)
-	if code != 1 || !strings.Contains(errs, "config.toml:3: unknown key \"server.lisen\"") || !strings.Contains(errs, "wecom.corp_id") {
+	if code != 1 || !strings.Contains(errs, "config.toml:3: server.lisen: 未知的配置项") || !strings.Contains(errs, "wecom.corp_id") {
 		t.Fatalf("bad config: %d %q", code, errs)
 	}
 	if code, _, errs := runBinary(t, bin, nil, "-config", filepath.Join(t.TempDir(), "missing.toml")); code != 1 || !strings.Contains(errs, "missing.toml") {

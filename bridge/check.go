@@ -2,13 +2,17 @@ package bridge
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -17,71 +21,62 @@ import (
 	"github.com/wecom-bridge/wecom-bridge/wecom/wecomtest"
 )
 
+// Timeouts of the check command.
+const (
+	// checkProbeTimeout bounds the callback-URL probe: WeCom itself waits
+	// about 1 s for the answer to its URL verification, so a server that
+	// is slower than this fails there too.
+	checkProbeTimeout = 2 * time.Second
+	// checkStepTimeout bounds each WeCom or backend step.
+	checkStepTimeout = 15 * time.Second
+)
+
 // checkRow is one line of the check report.
 type checkRow struct {
 	app, step, status, detail string
 }
 
-// Check tests every app of cfg against WeCom and its backend and prints a
-// table of what works and, for each failure, what to fix. It reports
-// whether everything required passed.
+// Check tests every app and bot of cfg against WeCom and its backend and
+// prints a table of what works and, for each failure, what to fix. Apps are
+// checked concurrently. It reports whether everything required passed.
 func Check(ctx context.Context, cfg *Config, out io.Writer, log *slog.Logger) bool {
-	hc := &http.Client{Timeout: 15 * time.Second}
-	var rows []checkRow
-	ok := true
-	add := func(app, step string, err error, detail string) {
-		status := "OK"
-		if err != nil {
-			status, ok = "FAIL", false
-			detail = explain(err)
+	// WeCom calls go through [wecom] proxy (or HTTPS_PROXY), as the
+	// daemon's do, so the egress IP WeCom reports is the daemon's.
+	wecomHC := &http.Client{Timeout: cfg.WeCom.RequestTimeout, Transport: cfg.WeComTransport(nil)}
+	// No overall client timeout for the backends: each step has its own
+	// deadline, and a client timeout would only make llm.New warn that it
+	// cuts long answers — true of this client, not of the daemon's.
+	llmHC := &http.Client{}
+	probeHC := &http.Client{Timeout: checkProbeTimeout}
+
+	egress := cfg.WeCom.ProxyDisplay()
+	head := []checkRow{{"-", "config", "OK", fmt.Sprintf("%d app(s), %d bot(s), %d backend(s)", len(cfg.Apps), len(cfg.Bots), len(cfg.Backends))}}
+	if len(cfg.Apps) > 0 {
+		how := "直连 / direct (no proxy)"
+		if egress != "" {
+			how = "经代理 / through proxy " + egress
 		}
-		rows = append(rows, checkRow{app, step, status, detail})
+		head = append(head, checkRow{"-", "wecom egress", "INFO", how})
 	}
-	rows = append(rows, checkRow{"-", "config", "OK", fmt.Sprintf("%d app(s), %d backend(s)", len(cfg.Apps), len(cfg.Backends))})
-	for _, ac := range cfg.Apps {
-		// A check answers quickly: one retry, and no minute-long 45009 wait.
-		wcfg := cfg.wecomConfig(ac, hc, log)
-		wcfg.MaxRetries, wcfg.RateLimitWait = 1, time.Second
-		cl, err := wecom.New(wcfg)
-		if err != nil {
-			add(ac.Name, "wecom client", err, "")
-			continue
-		}
-		_, err = cl.Token(ctx)
-		add(ac.Name, "gettoken", err, "corp_id and secret accepted")
-		if err == nil {
-			info, err := cl.Agent(ctx)
-			detail := ""
-			if err == nil {
-				detail = fmt.Sprintf("应用「%s」, 可见范围: %d user(s), %d department(s), %d tag(s)", info.Name, len(info.AllowUsers), len(info.AllowParties), len(info.AllowTags))
-				if info.Closed {
-					err = errors.New("the app is disabled (应用已停用): enable it in 应用管理")
-				} else if len(info.AllowUsers)+len(info.AllowParties)+len(info.AllowTags) == 0 {
-					err = errors.New("nobody is in the app's 可见范围, so no one can receive its messages: add members in 应用管理 → 应用 → 可见范围")
-				}
-			}
-			add(ac.Name, "agent/get (can send)", err, detail)
-		}
-		bc := cfg.Backends[ac.Backend]
-		be, err := llm.New(bc, hc, log)
-		if err != nil {
-			add(ac.Name, "backend "+ac.Backend, err, "")
-			continue
-		}
-		if ch, isChecker := be.(llm.Checker); isChecker {
-			info, err := ch.Check(ctx)
-			detail := ""
-			if err == nil {
-				detail = strings.TrimSpace(fmt.Sprintf("%s %s %s", info.Name, info.Mode, info.Model))
-			}
-			if err != nil {
-				err = fmt.Errorf("%s [config: backends.%s]", explain(err), ac.Backend)
-			}
-			add(ac.Name, "backend "+ac.Backend+" ("+bc.Type+")", err, detail)
-		}
-		// Is this daemon reachable at the callback URL? Only a warning: the
-		// check may run before the daemon is started.
-		rows = append(rows, probeCallback(ctx, hc, cfg, ac))
+
+	c := &checker{cfg: cfg, log: log, wecomHC: wecomHC, llmHC: llmHC, probeHC: probeHC, egress: egress}
+	groups := make([][]checkRow, len(cfg.Apps)+len(cfg.Bots))
+	var wg sync.WaitGroup
+	for i, ac := range cfg.Apps {
+		wg.Go(func() { groups[i] = c.app(ctx, ac) })
+	}
+	for i, bc := range cfg.Bots {
+		wg.Go(func() { groups[len(cfg.Apps)+i] = c.backendRows(ctx, bc.Name, bc.Backend) })
+	}
+	wg.Wait()
+
+	rows := head
+	for _, g := range groups {
+		rows = append(rows, g...)
+	}
+	ok := true
+	for _, r := range rows {
+		ok = ok && r.status != "FAIL"
 	}
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "APP\tCHECK\tRESULT\tDETAIL / HOW TO FIX")
@@ -97,6 +92,107 @@ func Check(ctx context.Context, cfg *Config, out io.Writer, log *slog.Logger) bo
 	return ok
 }
 
+// checker holds what the checks of one run share.
+type checker struct {
+	cfg                     *Config
+	log                     *slog.Logger
+	wecomHC, llmHC, probeHC *http.Client
+	egress                  string // ProxyDisplay, "" when direct
+}
+
+func row(app, step string, err error, detail string) checkRow {
+	if err != nil {
+		return checkRow{app, step, "FAIL", explain(err)}
+	}
+	return checkRow{app, step, "OK", detail}
+}
+
+// app checks one app: its credentials, its visibility, its backend and
+// its callback URL.
+func (c *checker) app(ctx context.Context, ac AppConfig) []checkRow {
+	var rows []checkRow
+	// A check answers quickly: one retry, and no minute-long 45009 wait.
+	wcfg := c.cfg.wecomConfig(ac, c.wecomHC, c.log)
+	wcfg.MaxRetries, wcfg.RateLimitWait = 1, time.Second
+	cl, err := wecom.New(wcfg)
+	if err != nil {
+		return append(rows, row(ac.Name, "wecom client", err, ""))
+	}
+	sctx, cancel := context.WithTimeout(ctx, checkStepTimeout)
+	_, err = cl.Token(sctx)
+	cancel()
+	rows = append(rows, row(ac.Name, "gettoken", err, "corp_id and secret accepted"))
+	if err == nil {
+		sctx, cancel := context.WithTimeout(ctx, checkStepTimeout)
+		info, err := cl.Agent(sctx)
+		cancel()
+		detail := ""
+		if err == nil {
+			detail = fmt.Sprintf("应用「%s」, 可见范围: %d user(s), %d department(s), %d tag(s)", info.Name, len(info.AllowUsers), len(info.AllowParties), len(info.AllowTags))
+			if info.Closed {
+				err = errors.New("the app is disabled (应用已停用): enable it in 应用管理")
+			} else if len(info.AllowUsers)+len(info.AllowParties)+len(info.AllowTags) == 0 {
+				err = errors.New("nobody is in the app's 可见范围, so no one can receive its messages: add members in 应用管理 → 应用 → 可见范围")
+			}
+		}
+		rows = append(rows, row(ac.Name, "agent/get (can send)", err, detail))
+		if r, ok := c.egressRow(ac.Name, err); ok {
+			rows = append(rows, r)
+		}
+	} else if r, ok := c.egressRow(ac.Name, err); ok {
+		rows = append(rows, r)
+	}
+	rows = append(rows, c.backendRows(ctx, ac.Name, ac.Backend)...)
+	// Is this daemon reachable at the callback URL? Only a warning: the
+	// check may run before the daemon is started.
+	return append(rows, probeCallback(ctx, c.probeHC, c.cfg, ac))
+}
+
+// egressRow turns a 60020 (IP not in 企业可信IP) into the IP WeCom saw,
+// the proxy it went through, and where to add it.
+func (c *checker) egressRow(app string, err error) (checkRow, bool) {
+	var we *wecom.APIError
+	if !errors.As(err, &we) || we.Code != 60020 {
+		return checkRow{}, false
+	}
+	ip := we.EgressIP()
+	if ip == "" {
+		ip = "（企业微信未给出 / not given by WeCom）"
+	}
+	via := "本机直连 / this host, direct"
+	fix := "出口 IP 会变时，可设置 [wecom] proxy 为固定 IP 的代理，再把代理的 IP 加入 / if the IP changes, set [wecom] proxy to a fixed-IP proxy and add that proxy's IP"
+	if c.egress != "" {
+		via = "经代理 / through proxy " + c.egress
+		fix = "这是代理的出口 IP / this is the proxy's egress IP"
+	}
+	return checkRow{app, "egress IP", "INFO", fmt.Sprintf(
+		"企业微信看到的出口 IP / egress IP WeCom sees: %s（%s）。添加到 管理后台 → 应用管理 → 应用「%s」→ 企业可信IP / add it to the app's 企业可信IP (trusted IPs)。%s",
+		ip, via, app, fix)}, true
+}
+
+// backendRows checks the backend an app or bot uses.
+func (c *checker) backendRows(ctx context.Context, who, name string) []checkRow {
+	bc := c.cfg.Backends[name]
+	be, err := llm.New(bc, c.llmHC, c.log)
+	if err != nil {
+		return []checkRow{row(who, "backend "+name, err, "")}
+	}
+	ch, isChecker := be.(llm.Checker)
+	if !isChecker {
+		return nil
+	}
+	sctx, cancel := context.WithTimeout(ctx, checkStepTimeout)
+	info, err := ch.Check(sctx)
+	cancel()
+	detail := ""
+	if err == nil {
+		detail = strings.TrimSpace(fmt.Sprintf("%s %s %s", info.Name, info.Mode, info.Model))
+	} else {
+		err = fmt.Errorf("%s [config: backends.%s]", explain(err), name)
+	}
+	return []checkRow{row(who, "backend "+name+" ("+bc.Type+")", err, detail)}
+}
+
 // explain turns an error into the operator's fix.
 func explain(err error) string {
 	var we *wecom.APIError
@@ -110,12 +206,56 @@ func explain(err error) string {
 	if errors.As(err, &le) && le.Hint != "" {
 		return fmt.Sprintf("HTTP %d %s: %s", le.Status, le.Code, le.Hint)
 	}
+	if h := netHint(err); h != "" {
+		return netText(err) + ": " + h
+	}
 	return err.Error()
+}
+
+// netText describes a network error without the request's query (which
+// may carry a secret).
+func netText(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		host := ""
+		if u, perr := url.Parse(ue.URL); perr == nil {
+			host = u.Scheme + "://" + u.Host
+		}
+		return fmt.Sprintf("%s %s: %v", ue.Op, host, ue.Err)
+	}
+	return err.Error()
+}
+
+// netHint says where to look for a network failure (DNS, firewall, proxy,
+// TLS), or "" when err is not one.
+func netHint(err error) string {
+	var dnsErr *net.DNSError
+	var certErr *x509.UnknownAuthorityError
+	var hostErr x509.HostnameError
+	var ne net.Error
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "proxyconnect") || strings.Contains(msg, "socks connect"):
+		return "连不上代理：检查 wecom.proxy / HTTPS_PROXY 的地址，以及代理是否在运行、是否允许本机连接 / cannot reach the proxy: check wecom.proxy or HTTPS_PROXY and that the proxy runs and accepts this host"
+	case errors.As(err, &dnsErr):
+		return "域名解析失败：检查域名拼写和本机 DNS（/etc/resolv.conf）；内网无法解析外网域名时，配置 [wecom] proxy 或 HTTPS_PROXY / DNS lookup failed: check the host name and this host's DNS; on a network without outside DNS, use [wecom] proxy or HTTPS_PROXY"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "连接被拒绝：该端口没有程序在监听，或被防火墙拒绝 / connection refused: nothing listens on that port, or a firewall rejects it"
+	case errors.Is(err, syscall.ENETUNREACH) || errors.Is(err, syscall.EHOSTUNREACH):
+		return "网络不可达：检查路由和防火墙；只能经代理出网时，配置 [wecom] proxy 或 HTTPS_PROXY / network unreachable: check routes and the firewall; if outbound traffic must use a proxy, set [wecom] proxy or HTTPS_PROXY"
+	case errors.Is(err, syscall.ECONNRESET):
+		return "连接被重置：防火墙或代理中断了连接 / connection reset: a firewall or proxy cut the connection"
+	case errors.As(err, &certErr) || errors.As(err, &hostErr) || strings.Contains(msg, "x509:"):
+		return "TLS 证书校验失败：安装系统 CA 证书（ca-certificates），或代理在拦截 HTTPS / TLS certificate check failed: install CA certificates, or a proxy intercepts HTTPS"
+	case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()):
+		return "连接超时：检查防火墙 / 安全组是否放行出站连接；只能经代理出网时，配置 [wecom] proxy 或 HTTPS_PROXY / timed out: check that the firewall or security group allows outbound connections; if a proxy is required, set [wecom] proxy or HTTPS_PROXY"
+	}
+	return ""
 }
 
 // probeCallback signs a URL-verification request with the app's own token
 // and sends it to the public callback URL, as WeCom would when the admin
-// saves the 接收消息 settings.
+// saves the 接收消息 settings. hc's timeout is short, like WeCom's.
 func probeCallback(ctx context.Context, hc *http.Client, cfg *Config, ac AppConfig) checkRow {
 	target := strings.TrimRight(cfg.Server.PublicURL, "/") + "/wecom/" + ac.Name
 	row := checkRow{ac.Name, "callback URL", "WARN", ""}
@@ -132,10 +272,20 @@ func probeCallback(ctx context.Context, hc *http.Client, cfg *Config, ac AppConf
 	resp, err := hc.Do(req)
 	if err != nil {
 		var ue *url.Error
+		why := err
 		if errors.As(err, &ue) {
-			err = ue.Err
+			why = ue.Err
 		}
-		row.detail = fmt.Sprintf("%s not reachable (%v): start the daemon, and check DNS, the reverse proxy and that the domain is 备案 by this company", target, err)
+		if errors.As(err, &ue) && ue.Timeout() {
+			row.detail = fmt.Sprintf("%s 在 %s 内没有应答（企业微信只等约 1 秒）：守护进程是否已启动、反向代理是否转发到 server.listen？/ %s did not answer within %s (WeCom waits about 1 s): is the daemon running, and does the reverse proxy forward to server.listen?",
+				target, hc.Timeout, target, hc.Timeout)
+			return row
+		}
+		hint := netHint(err)
+		if hint == "" {
+			hint = "检查 DNS、防火墙和反向代理 / check DNS, the firewall and the reverse proxy"
+		}
+		row.detail = fmt.Sprintf("%s 不可达 / not reachable (%v): %s；并确认守护进程已启动、域名已由本企业主体备案 / also start the daemon, and check the domain is 备案 by this company", target, why, hint)
 		return row
 	}
 	defer resp.Body.Close()
@@ -144,6 +294,6 @@ func probeCallback(ctx context.Context, hc *http.Client, cfg *Config, ac AppConf
 		row.status, row.detail = "OK", target+" answers WeCom's URL verification"
 		return row
 	}
-	row.detail = fmt.Sprintf("%s answered HTTP %d: is another program behind this URL, or do token/encoding_aes_key differ from the running daemon?", target, resp.StatusCode)
+	row.detail = fmt.Sprintf("%s 返回 HTTP %d：这个地址后面是别的程序，或 token / encoding_aes_key 与正在运行的守护进程不同？/ %s answered HTTP %d: is another program behind this URL, or do token/encoding_aes_key differ from the running daemon?", target, resp.StatusCode, target, resp.StatusCode)
 	return row
 }

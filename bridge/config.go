@@ -3,16 +3,23 @@ package bridge
 import (
 	"bufio"
 	"bytes"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
+	"reflect"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/BurntSushi/toml"
 
@@ -79,6 +86,7 @@ type Config struct {
 	History  HistoryConfig         `toml:"history"`
 	Texts    Texts                 `toml:"texts"`
 	Apps     []AppConfig           `toml:"apps"`
+	Bots     []BotConfig           `toml:"bots"`
 	Backends map[string]llm.Config `toml:"backends"` // [backends.NAME]; llm.Config redacts api_key
 }
 
@@ -139,6 +147,10 @@ type WeComConfig struct {
 	// DepartmentCacheTTL is how long a member's departments are cached
 	// for allow_departments checks. Default 10m.
 	DepartmentCacheTTL time.Duration `toml:"department_cache_ttl"`
+	// Proxy is an egress proxy for every WeCom API call ("http://host:port",
+	// https:// or socks5://), so that a fixed-IP proxy can be put in
+	// 企业可信IP. Empty honours HTTPS_PROXY / HTTP_PROXY / NO_PROXY.
+	Proxy string `toml:"proxy"`
 }
 
 // HistoryConfig is the [history] section (the employee history page).
@@ -166,6 +178,46 @@ type AppConfig struct {
 	Welcome        string        `toml:"welcome"`
 	IdleRollover   time.Duration `toml:"idle_rollover"`
 
+	AllowUsers       []string `toml:"allow_users"`
+	AllowDepartments []int64  `toml:"allow_departments"`
+	PerMinute        int      `toml:"rate_per_minute"`
+	PerDay           int      `toml:"rate_per_day"`
+
+	// Inputs are passed to Dify as `inputs`.
+	Inputs map[string]any `toml:"inputs"`
+}
+
+// Bot modes accepted in BotConfig.Mode.
+const (
+	BotModeWebSocket = "websocket" // the daemon dials WeCom's long connection (default)
+	BotModeWebhook   = "webhook"   // WeCom POSTs to {public_url}/wecom/{name}
+)
+
+// Bot group memory modes accepted in BotConfig.GroupMemory.
+const (
+	GroupMemoryUser  = "user"  // each member of a group has their own conversation (default)
+	GroupMemoryGroup = "group" // the whole group shares one conversation
+)
+
+// DefaultBotWSURL is WeCom's long-connection endpoint for 智能机器人.
+const DefaultBotWSURL = "wss://openws.work.weixin.qq.com"
+
+// BotConfig is one [[bots]] entry: a WeCom 智能机器人 (AI bot).
+type BotConfig struct {
+	Name           string        `toml:"name"`
+	BotID          string        `toml:"bot_id"`
+	Secret         Secret        `toml:"secret"` // long-connection Secret (websocket mode)
+	Mode           string        `toml:"mode"`   // "websocket" (default) or "webhook"
+	WSURL          string        `toml:"ws_url"` // default DefaultBotWSURL; ws:// allowed
+	Token          Secret        `toml:"token"`  // webhook mode
+	EncodingAESKey Secret        `toml:"encoding_aes_key"`
+	Backend        string        `toml:"backend"`
+	Welcome        string        `toml:"welcome"`      // answer to enter_chat; "" sends nothing
+	GroupMemory    string        `toml:"group_memory"` // "user" (default) or "group"
+	IdleRollover   time.Duration `toml:"idle_rollover"`
+
+	// AllowDepartments needs a self-built app: departments are looked up
+	// with an [[apps]] entry's secret (the first app).
 	AllowUsers       []string `toml:"allow_users"`
 	AllowDepartments []int64  `toml:"allow_departments"`
 	PerMinute        int      `toml:"rate_per_minute"`
@@ -222,42 +274,221 @@ func Load(path string) (*Config, error) {
 
 // Parse is Load for config text already read; name is used in messages.
 func Parse(name string, data []byte) (*Config, error) {
-	var cfg Config
-	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&cfg)
+	cfg, _, err := parse(name, data, nil)
+	return cfg, err
+}
+
+// SimulateChoice names what `simulate` chats through: at most one of App,
+// Bot or Backend. All empty means the first app, else the first bot, else
+// the first backend (in file order).
+type SimulateChoice struct {
+	App     string // an [[apps]] name
+	Bot     string // a [[bots]] name
+	Backend string // a [backends.NAME]; alone, a generated app "simulate" uses it
+}
+
+// LoadForSimulate is ParseForSimulate for a file.
+func LoadForSimulate(path string, ch SimulateChoice) (*Config, SimulateChoice, error) {
+	data, err := os.ReadFile(path)
 	if err != nil {
-		var pe toml.ParseError
-		if errors.As(err, &pe) {
-			return nil, fmt.Errorf("config: %s:%d: %s", name, pe.Position.Line, pe.Message)
-		}
-		if m := reTOMLLine.FindStringSubmatch(err.Error()); m != nil {
-			return nil, fmt.Errorf("config: %s:%s: %s", name, m[1], m[2])
-		}
-		return nil, fmt.Errorf("config: %s: %w", name, err)
+		return nil, ch, fmt.Errorf("config: %w", err)
+	}
+	return ParseForSimulate(path, data, ch)
+}
+
+// ParseForSimulate is Parse for `simulate`, which emulates WeCom: WeCom
+// credentials (wecom.corp_id, agent ids, app and bot secrets, tokens,
+// EncodingAESKeys, bot ids, history.session_key) are neither required nor
+// read — generated ones replace them — and only the chosen backend must be
+// valid (its api_key resolvable). Unknown keys and the other settings are
+// still checked. The returned config holds only the chosen app or bot (with
+// a Backend alone, a generated app named "simulate"), server.public_url
+// defaults to a loopback URL, and the resolved choice names the app or bot
+// and its backend, for simulate to say which it picked.
+func ParseForSimulate(name string, data []byte, ch SimulateChoice) (*Config, SimulateChoice, error) {
+	if ch.App == "" && ch.Bot == "" && ch.Backend == "" {
+		ch.App = "" // resolved after decoding, in file order
+	}
+	return parse(name, data, &ch)
+}
+
+// parse decodes, resolves, defaults and validates. sim is non-nil for
+// simulate (see ParseForSimulate) and is resolved in place.
+func parse(name string, data []byte, sim *SimulateChoice) (*Config, SimulateChoice, error) {
+	var cfg Config
+	var choice SimulateChoice
+	// A first, schema-less decode: durations are checked against the raw
+	// TOML values (the decoder reads a bare integer as nanoseconds and stops
+	// at the first bad string), so every bad one is reported at once.
+	var raw map[string]any
+	if _, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&raw); err != nil {
+		return nil, choice, syntaxErr(name, err)
 	}
 	lines := indexKeys(data)
 	var errs []error
+	var durErrs []error
+	checkDurations(raw, reflect.TypeOf(cfg), nil, &durErrs)
+	src := data
+	if len(durErrs) > 0 {
+		// The bad values were removed from raw; decode what is left so the
+		// rest of the file is still checked.
+		var buf bytes.Buffer
+		if err := toml.NewEncoder(&buf).Encode(raw); err != nil {
+			return nil, choice, fmt.Errorf("config: %s: %w", name, err)
+		}
+		src = buf.Bytes()
+		for _, e := range durErrs {
+			errs = append(errs, withLine(name, lines, e))
+		}
+	}
+	md, err := toml.NewDecoder(bytes.NewReader(src)).Decode(&cfg)
+	if err != nil {
+		return nil, choice, syntaxErr(name, err)
+	}
 	for _, k := range md.Undecoded() {
 		// Free-form tables (inputs, verify_files) have no fixed keys.
 		if isFreeForm(k) {
 			continue
 		}
-		errs = append(errs, fmt.Errorf("%s:%d: unknown key %q", name, lines.line(k), k.String()))
+		errs = append(errs, fmt.Errorf("%s:%d: %s: 未知的配置项（拼写错误，或写在了别的表里？）/ unknown key %q",
+			name, lines.line(k), displayKey(k), k.String()))
 	}
-	if err := cfg.resolveSecrets(); err != nil {
+	opts := validateOptions{}
+	if sim != nil {
+		choice, err = resolveChoice(&cfg, lines, *sim)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			return nil, choice, fmt.Errorf("config: %d problem(s):\n%w", len(errs), errors.Join(errs...))
+		}
+		opts.onlyBackend = choice.Backend
+		cfg.simulated()
+	}
+	if err := cfg.resolveSecrets(opts); err != nil {
 		for _, e := range unjoin(err) {
 			errs = append(errs, withLine(name, lines, e))
 		}
 	}
 	cfg.applyDefaults()
-	if err := cfg.Validate(); err != nil {
+	if err := cfg.validate(opts); err != nil {
 		for _, e := range unjoin(err) {
 			errs = append(errs, withLine(name, lines, e))
 		}
 	}
 	if len(errs) > 0 {
-		return nil, fmt.Errorf("config: %d problem(s):\n%w", len(errs), errors.Join(errs...))
+		return nil, choice, fmt.Errorf("config: %d problem(s):\n%w", len(errs), errors.Join(errs...))
 	}
-	return &cfg, nil
+	if sim != nil {
+		cfg.keepOnly(choice)
+	}
+	return &cfg, choice, nil
+}
+
+func syntaxErr(name string, err error) error {
+	var pe toml.ParseError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("config: %s:%d: %s", name, pe.Position.Line, pe.Message)
+	}
+	if m := reTOMLLine.FindStringSubmatch(err.Error()); m != nil {
+		return fmt.Errorf("config: %s:%s: %s", name, m[1], m[2])
+	}
+	return fmt.Errorf("config: %s: %w", name, err)
+}
+
+var durationType = reflect.TypeOf(time.Duration(0))
+
+// checkDurations walks the raw TOML tree alongside the config type and
+// reports every time.Duration key whose value is not a valid duration
+// string, removing it from raw.
+func checkDurations(raw map[string]any, typ reflect.Type, path []string, errs *[]error) {
+	for typ.Kind() == reflect.Pointer {
+		typ = typ.Elem()
+	}
+	if typ.Kind() != reflect.Struct {
+		return
+	}
+	for i := 0; i < typ.NumField(); i++ {
+		f := typ.Field(i)
+		tag := strings.Split(f.Tag.Get("toml"), ",")[0]
+		if tag == "" || tag == "-" {
+			continue
+		}
+		v, ok := raw[tag]
+		if !ok {
+			continue
+		}
+		p := append(append([]string(nil), path...), tag)
+		ft := f.Type
+		for ft.Kind() == reflect.Pointer {
+			ft = ft.Elem()
+		}
+		switch {
+		case ft == durationType:
+			if err := durationProblem(v); err != "" {
+				*errs = append(*errs, kerr(err, p...))
+				delete(raw, tag)
+			}
+		case ft.Kind() == reflect.Struct:
+			if m, ok := v.(map[string]any); ok {
+				checkDurations(m, ft, p, errs)
+			}
+		case ft.Kind() == reflect.Slice && structElem(ft.Elem()):
+			for j, m := range tables(v) {
+				checkDurations(m, ft.Elem(), append(p, fmt.Sprint(j)), errs)
+			}
+		case ft.Kind() == reflect.Map && structElem(ft.Elem()):
+			if m, ok := v.(map[string]any); ok {
+				for k, sub := range m {
+					if sm, ok := sub.(map[string]any); ok {
+						checkDurations(sm, ft.Elem(), append(append([]string(nil), p...), k), errs)
+					}
+				}
+			}
+		}
+	}
+}
+
+func structElem(t reflect.Type) bool {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	return t.Kind() == reflect.Struct && t != durationType
+}
+
+// tables returns the tables of an array of tables as decoded schema-less.
+func tables(v any) []map[string]any {
+	switch a := v.(type) {
+	case []map[string]any:
+		return a
+	case []any:
+		var out []map[string]any
+		for _, e := range a {
+			m, _ := e.(map[string]any)
+			out = append(out, m) // nil keeps the index of a non-table
+		}
+		return out
+	}
+	return nil
+}
+
+// durationProblem explains why v is not a duration, or returns "".
+func durationProblem(v any) string {
+	const examples = `"90s"、"10m"、"24h"`
+	switch d := v.(type) {
+	case string:
+		if _, err := time.ParseDuration(d); err == nil {
+			return ""
+		}
+		if _, err := strconv.ParseFloat(d, 64); err == nil {
+			return fmt.Sprintf(`时长 %q 缺少单位，请写成 "%ss"（或 "%sm"）/ duration %q has no unit: write "%ss" (or "%sm")`, d, d, d, d, d, d)
+		}
+		return fmt.Sprintf(`无效的时长 %q，请写成带单位的字符串，例如 %s / invalid duration %q: write a string with a unit, e.g. "90s", "10m", "24h"`, d, examples, d)
+	case int64:
+		return fmt.Sprintf(`时长必须写成带单位的字符串，例如 "%ds"；不带单位的数字会被当成纳秒 / a duration must be a string with a unit such as "%ds" (a bare number would be read as nanoseconds)`, d, d)
+	case float64:
+		return fmt.Sprintf(`时长必须写成带单位的字符串，例如 "%gs" / a duration must be a string with a unit such as "%gs"`, d, d)
+	default:
+		return fmt.Sprintf(`时长必须写成带单位的字符串，例如 %s / a duration must be a string with a unit, e.g. "90s", "10m", "24h"`, examples)
+	}
 }
 
 func isFreeForm(k toml.Key) bool {
@@ -420,7 +651,8 @@ func stripIndices(path string) string {
 }
 
 // resolveSecrets replaces "env:NAME" and "file:/path" secrets with the value.
-func (c *Config) resolveSecrets() error {
+// With opts.onlyBackend set, other backends' api_key are left alone.
+func (c *Config) resolveSecrets(opts validateOptions) error {
 	var errs []error
 	resStr := func(v *string, path ...string) {
 		switch {
@@ -428,7 +660,7 @@ func (c *Config) resolveSecrets() error {
 			name := strings.TrimPrefix(*v, "env:")
 			val, ok := os.LookupEnv(name)
 			if !ok || val == "" {
-				errs = append(errs, kerr(fmt.Sprintf("environment variable %s is not set", name), path...))
+				errs = append(errs, kerr(fmt.Sprintf("密钥无法读取：环境变量 %s 未设置或为空 / environment variable %s is not set", name, name), path...))
 				return
 			}
 			*v = val
@@ -436,7 +668,8 @@ func (c *Config) resolveSecrets() error {
 			p := strings.TrimPrefix(*v, "file:")
 			data, err := os.ReadFile(p)
 			if err != nil {
-				errs = append(errs, kerr(fmt.Sprintf("cannot read secret file %s: %v", p, errors.Unwrap(err)), path...))
+				why := errors.Unwrap(err)
+				errs = append(errs, kerr(fmt.Sprintf("密钥无法读取：文件 %s 读取失败（%v）/ cannot read secret file %s: %v", p, why, p, why), path...))
 				return
 			}
 			*v = strings.TrimRight(string(data), "\r\n")
@@ -453,12 +686,31 @@ func (c *Config) resolveSecrets() error {
 		res(&c.Apps[i].Token, "apps", idx, "token")
 		res(&c.Apps[i].EncodingAESKey, "apps", idx, "encoding_aes_key")
 	}
-	for name, b := range c.Backends {
+	for i := range c.Bots {
+		idx := fmt.Sprint(i)
+		res(&c.Bots[i].Secret, "bots", idx, "secret")
+		res(&c.Bots[i].Token, "bots", idx, "token")
+		res(&c.Bots[i].EncodingAESKey, "bots", idx, "encoding_aes_key")
+	}
+	for _, name := range sortedKeys(c.Backends) {
+		if opts.onlyBackend != "" && name != opts.onlyBackend {
+			continue
+		}
+		b := c.Backends[name]
 		resStr(&b.APIKey, "backends", name, "api_key")
 		c.Backends[name] = b
 	}
 	res(&c.History.SessionKey, "history", "session_key")
 	return errors.Join(errs...)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // unresolved reports a secret whose env:/file: reference could not be read.
@@ -544,6 +796,24 @@ func (c *Config) applyDefaults() {
 	if c.History.LoginApp == "" && len(c.Apps) > 0 {
 		c.History.LoginApp = c.Apps[0].Name
 	}
+	if len(c.Apps) == 0 && c.History.Enabled == nil {
+		// WeCom's login needs a self-built app's agentid: a bot-only
+		// deployment has no history page unless it adds one.
+		off := false
+		c.History.Enabled = &off
+	}
+	for i := range c.Bots {
+		bt := &c.Bots[i]
+		if bt.Mode == "" {
+			bt.Mode = BotModeWebSocket
+		}
+		if bt.WSURL == "" {
+			bt.WSURL = DefaultBotWSURL
+		}
+		if bt.GroupMemory == "" {
+			bt.GroupMemory = GroupMemoryUser
+		}
+	}
 	c.Texts.fill(DefaultTexts())
 	for i := range c.Apps {
 		a := &c.Apps[i]
@@ -581,157 +851,263 @@ func (t *Texts) fill(d Texts) {
 
 var reAppName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,31}$`)
 
+// validateOptions relax Validate for simulate.
+type validateOptions struct {
+	// onlyBackend, when set, is the one backend that must be valid (the
+	// others are not used and their secrets are not read).
+	onlyBackend string
+}
+
 // Validate reports every problem at once; each names its config key.
-func (c *Config) Validate() error {
+// Messages give Chinese first, then English.
+func (c *Config) Validate() error { return c.validate(validateOptions{}) }
+
+func (c *Config) validate(opts validateOptions) error {
 	var errs []error
 	add := func(err error) {
 		if err != nil {
 			errs = append(errs, err)
 		}
 	}
+	webhookBots := false
+	for _, bt := range c.Bots {
+		webhookBots = webhookBots || bt.Mode == BotModeWebhook
+	}
 	if _, _, err := net.SplitHostPort(c.Server.Listen); err != nil {
-		add(kerr(fmt.Sprintf("%q is not host:port", c.Server.Listen), "server", "listen"))
+		add(kerr(fmt.Sprintf(`%q 不是 host:port 格式，例如 "127.0.0.1:8080" / %q is not host:port`, c.Server.Listen, c.Server.Listen), "server", "listen"))
 	}
 	if c.Server.PublicURL == "" {
-		add(kerr("is required: the https URL WeCom and browsers use to reach this server, e.g. https://bot.example.com", "server", "public_url"))
+		if len(c.Apps) > 0 || webhookBots {
+			add(kerr("必须填写：企业微信和浏览器访问本服务的 https 地址，例如 https://bot.example.com / is required: the https URL WeCom and browsers use to reach this server, e.g. https://bot.example.com", "server", "public_url"))
+		}
 	} else if u, err := url.Parse(c.Server.PublicURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		add(kerr("must be an absolute http(s) URL such as https://bot.example.com", "server", "public_url"))
+		add(kerr("必须是完整的 http(s) 地址，例如 https://bot.example.com / must be an absolute http(s) URL such as https://bot.example.com", "server", "public_url"))
 	}
 	if c.Server.MaxBodyBytes < 1024 {
-		add(kerr("must be at least 1024", "server", "max_body_bytes"))
+		add(kerr("不能小于 1024 / must be at least 1024", "server", "max_body_bytes"))
 	}
-	for name := range c.Server.VerifyFiles {
+	for _, name := range sortedKeys(c.Server.VerifyFiles) {
 		if !strings.HasPrefix(name, "WW_verify_") || !strings.HasSuffix(name, ".txt") || strings.ContainsAny(name, "/\\") {
-			add(kerr(fmt.Sprintf("%q: names must look like WW_verify_XXXX.txt, as downloaded from the admin console", name), "server", "verify_files"))
+			add(kerr(fmt.Sprintf("%q：文件名应形如 WW_verify_XXXX.txt（与管理后台下载的一致）/ names must look like WW_verify_XXXX.txt, as downloaded from the admin console", name), "server", "verify_files"))
 		}
 	}
-	switch c.Log.Level {
-	case "debug", "info", "warn", "error":
-	default:
-		add(kerr(`must be "debug", "info", "warn" or "error"`, "log", "level"))
+	oneOf := func(v string, allowed []string, path ...string) {
+		for _, a := range allowed {
+			if v == a {
+				return
+			}
+		}
+		q := make([]string, len(allowed))
+		for i, a := range allowed {
+			q[i] = strconv.Quote(a)
+		}
+		add(kerr(fmt.Sprintf("只能是 %s，不能是 %q / must be %s, not %q", strings.Join(q, "、"), v, strings.Join(q, " or "), v), path...))
 	}
-	switch c.Log.Format {
-	case "text", "json":
-	default:
-		add(kerr(`must be "text" or "json"`, "log", "format"))
-	}
-	switch c.Log.Timestamps {
-	case "auto", "on", "off":
-	default:
-		add(kerr(`must be "auto", "on" or "off"`, "log", "timestamps"))
-	}
+	oneOf(c.Log.Level, []string{"debug", "info", "warn", "error"}, "log", "level")
+	oneOf(c.Log.Format, []string{"text", "json"}, "log", "format")
+	oneOf(c.Log.Timestamps, []string{"auto", "on", "off"}, "log", "timestamps")
 	if c.Workers.Count < 1 || c.Workers.Count > 10000 {
-		add(kerr("must be between 1 and 10000", "workers", "count"))
+		add(kerr("必须在 1 到 10000 之间 / must be between 1 and 10000", "workers", "count"))
 	}
 	if c.Storage.DedupWindow < time.Hour {
-		add(kerr("must be at least 1h (WeCom retries for a few seconds; keep a margin)", "storage", "dedup_window"))
+		add(kerr("至少 1h（企业微信会重试几秒钟，留出余量）/ must be at least 1h (WeCom retries for a few seconds; keep a margin)", "storage", "dedup_window"))
 	}
-	if c.WeCom.CorpID == "" {
-		add(kerr("is required: 我的企业 → 企业信息 → 企业ID", "wecom", "corp_id"))
+	if c.WeCom.CorpID == "" && (len(c.Apps) > 0 || len(c.Bots) == 0) {
+		add(kerr("必须填写：管理后台 → 我的企业 → 企业信息 → 企业ID / is required (My Company → Company Info → Corp ID)", "wecom", "corp_id"))
 	}
 	for _, k := range []struct{ v, name string }{{c.WeCom.APIBase, "api_base"}, {c.WeCom.OAuthBase, "oauth_base"}, {c.WeCom.SSOBase, "sso_base"}} {
 		if u, err := url.Parse(k.v); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			add(kerr("must be an absolute http(s) URL", "wecom", k.name))
+			add(kerr("必须是完整的 http(s) 地址 / must be an absolute http(s) URL", "wecom", k.name))
+		}
+	}
+	if c.WeCom.Proxy != "" {
+		if _, err := c.WeCom.proxyURL(); err != nil {
+			add(kerr("必须是代理地址，例如 http://10.0.0.5:3128（支持 http、https、socks5）/ must be a proxy URL such as http://10.0.0.5:3128 (http, https or socks5)", "wecom", "proxy"))
 		}
 	}
 	if c.WeCom.DuplicateCheckInterval < 0 || c.WeCom.DuplicateCheckInterval > 4*time.Hour {
-		add(kerr("must be between 0s and 4h (WeCom's limit)", "wecom", "duplicate_check_interval"))
+		add(kerr("必须在 0s 到 4h 之间（企业微信的上限）/ must be between 0s and 4h (WeCom's limit)", "wecom", "duplicate_check_interval"))
 	}
 	if c.WeCom.MaxCallbackAge >= c.Storage.DedupWindow {
-		add(kerr("must be shorter than storage.dedup_window, or an old callback could be replayed after its dedup mark is pruned", "wecom", "max_callback_age"))
+		add(kerr("必须短于 storage.dedup_window，否则去重记录清理后旧回调可被重放 / must be shorter than storage.dedup_window, or an old callback could be replayed after its dedup mark is pruned", "wecom", "max_callback_age"))
 	}
 	if c.WeCom.PerMemberPerMinute < 1 || c.WeCom.PerMemberPerMinute > 30 {
-		add(kerr("must be between 1 and 30 (WeCom drops more than 30 a minute)", "wecom", "per_member_per_minute"))
+		add(kerr("必须在 1 到 30 之间（企业微信每分钟最多给一个成员发 30 条）/ must be between 1 and 30 (WeCom drops more than 30 a minute)", "wecom", "per_member_per_minute"))
 	}
-	if len(c.Apps) == 0 {
-		add(kerr("at least one [[apps]] entry is required", "apps"))
+	if len(c.Apps) == 0 && len(c.Bots) == 0 {
+		add(kerr("至少需要一个 [[apps]]（自建应用）或 [[bots]]（智能机器人）/ at least one [[apps]] or [[bots]] entry is required", "apps"))
+	}
+	backendList := strings.Join(sortedKeys(c.Backends), ", ")
+	checkBackend := func(name string, path ...string) {
+		if name == "" {
+			add(kerr("必须填写：某个 [backends.NAME] 的名称 / is required: the name of a [backends.NAME] table", path...))
+		} else if _, ok := c.Backends[name]; !ok {
+			add(kerr(fmt.Sprintf("没有名为 %q 的后端：请添加 [backends.%s]（已配置：%s）/ names backend %q, but there is no [backends.%s] (configured: %s)",
+				name, name, backendList, name, name, backendList), path...))
+		}
+	}
+	checkAESKey := func(key Secret, what string, path ...string) {
+		switch {
+		case key == "":
+			add(kerr("必须填写："+what+" → EncodingAESKey / is required ("+what+" → EncodingAESKey)", path...))
+		case unresolved(key):
+			// already reported by resolveSecrets
+		case len(key) != 43:
+			add(kerr(fmt.Sprintf("必须是管理后台给出的 43 个字符的 EncodingAESKey（现在是 %d 个字符）/ must be the 43-character EncodingAESKey from the admin console (got %d)", len(key), len(key)), path...))
+		default:
+			if _, err := wecom.NewCrypto("x", key.Value(), "x"); err != nil {
+				add(kerr("不是有效的 EncodingAESKey：请在管理后台重新「随机获取」并完整复制 / is not a valid EncodingAESKey: generate a new one in the admin console and copy all 43 characters", path...))
+			}
+		}
+	}
+	checkRates := func(perMinute, perDay int, rollover time.Duration, path func(string) []string) {
+		if perMinute < 0 {
+			add(kerr("不能为负数 / must not be negative", path("rate_per_minute")...))
+		}
+		if perDay < 0 {
+			add(kerr("不能为负数 / must not be negative", path("rate_per_day")...))
+		}
+		if rollover < 0 {
+			add(kerr("不能为负数 / must not be negative", path("idle_rollover")...))
+		}
 	}
 	names := map[string]bool{}
+	checkName := func(name string, path []string) {
+		if !reAppName.MatchString(name) {
+			add(kerr("只能由 1-32 个小写字母、数字、- 或 _ 组成（它是回调路径 /wecom/<name>）/ must be 1-32 lowercase letters, digits, - or _ (it is the callback path /wecom/<name>)", path...))
+		} else if names[name] {
+			add(kerr(fmt.Sprintf("名称 %q 重复：[[apps]] 和 [[bots]] 的名称必须各不相同 / %q is used twice: names must be unique across [[apps]] and [[bots]]", name, name), path...))
+		}
+		names[name] = true
+	}
+	appNames := map[string]bool{}
 	agents := map[int64]bool{}
 	for i, a := range c.Apps {
 		idx := fmt.Sprint(i)
 		p := func(k string) []string { return []string{"apps", idx, k} }
-		if !reAppName.MatchString(a.Name) {
-			add(kerr("must be 1-32 lowercase letters, digits, - or _ (it is the callback path /wecom/<name>)", p("name")...))
-		} else if names[a.Name] {
-			add(kerr(fmt.Sprintf("%q is used by two apps", a.Name), p("name")...))
-		}
-		names[a.Name] = true
+		checkName(a.Name, p("name"))
+		appNames[a.Name] = true
 		if a.AgentID <= 0 {
-			add(kerr("is required: 应用管理 → 应用 → AgentId", p("agent_id")...))
+			add(kerr("必须填写：应用管理 → 应用 → AgentId / is required (App Management → app → AgentId)", p("agent_id")...))
 		} else if agents[a.AgentID] {
-			add(kerr(fmt.Sprintf("%d is used by two apps", a.AgentID), p("agent_id")...))
+			add(kerr(fmt.Sprintf("AgentId %d 重复：被两个应用使用 / %d is used by two apps", a.AgentID, a.AgentID), p("agent_id")...))
 		}
 		agents[a.AgentID] = true
 		if a.Secret == "" {
-			add(kerr("is required: 应用管理 → 应用 → Secret", p("secret")...))
+			add(kerr("必须填写：应用管理 → 应用 → Secret / is required (App Management → app → Secret)", p("secret")...))
 		}
 		if a.Token == "" {
-			add(kerr("is required: 应用 → 接收消息 → 设置API接收 → Token", p("token")...))
+			add(kerr("必须填写：应用 → 接收消息 → 设置API接收 → Token / is required (app → Receive Messages → Set API → Token)", p("token")...))
 		}
-		if a.EncodingAESKey == "" {
-			add(kerr("is required: 应用 → 接收消息 → 设置API接收 → EncodingAESKey", p("encoding_aes_key")...))
-		} else if unresolved(a.EncodingAESKey) {
-			// already reported by resolveSecrets
-		} else if _, err := wecom.NewCrypto(a.Token.Value(), a.EncodingAESKey.Value(), "x"); err != nil && a.Token != "" {
-			add(kerr("must be the 43-character EncodingAESKey from the admin console", p("encoding_aes_key")...))
-		}
-		if a.Backend == "" {
-			add(kerr("is required: the name of a [backends.NAME] table", p("backend")...))
-		} else if _, ok := c.Backends[a.Backend]; !ok {
-			add(kerr(fmt.Sprintf("names backend %q, but there is no [backends.%s]", a.Backend, a.Backend), p("backend")...))
-		}
-		if a.Delivery != "stream" && a.Delivery != "whole" {
-			add(kerr(`must be "stream" or "whole"`, p("delivery")...))
-		}
-		if a.Format != "text" && a.Format != "markdown" {
-			add(kerr(`must be "text" or "markdown"`, p("format")...))
-		}
-		if a.PerMinute < 0 || a.PerDay < 0 {
-			add(kerr("must not be negative", p("rate_per_minute")...))
-		}
-		if a.IdleRollover < 0 {
-			add(kerr("must not be negative", p("idle_rollover")...))
-		}
+		checkAESKey(a.EncodingAESKey, "应用 → 接收消息 → 设置API接收", p("encoding_aes_key")...)
+		checkBackend(a.Backend, p("backend")...)
+		oneOf(a.Delivery, []string{"stream", "whole"}, p("delivery")...)
+		oneOf(a.Format, []string{"text", "markdown"}, p("format")...)
+		checkRates(a.PerMinute, a.PerDay, a.IdleRollover, p)
 	}
-	if c.History.LoginApp != "" && !names[c.History.LoginApp] {
-		add(kerr(fmt.Sprintf("names app %q, which is not configured", c.History.LoginApp), "history", "login_app"))
-	}
-	if k := c.History.SessionKey; k != "" && len(k) < 32 {
-		add(kerr("must be at least 32 characters (or leave it empty to generate one)", "history", "session_key"))
-	}
-	backendNames := make([]string, 0, len(c.Backends))
-	for name := range c.Backends {
-		backendNames = append(backendNames, name)
-	}
-	sort.Strings(backendNames)
-	for _, name := range backendNames {
-		b := c.Backends[name]
-		if err := b.Validate("backends." + name); err != nil {
-			for _, e := range unjoin(err) {
-				add(backendErr(name, e))
+	for i, bt := range c.Bots {
+		idx := fmt.Sprint(i)
+		p := func(k string) []string { return []string{"bots", idx, k} }
+		checkName(bt.Name, p("name"))
+		if bt.BotID == "" {
+			add(kerr("必须填写：管理后台 → 智能机器人 → BotID / is required (智能机器人 → BotID)", p("bot_id")...))
+		}
+		oneOf(bt.Mode, []string{BotModeWebSocket, BotModeWebhook}, p("mode")...)
+		switch bt.Mode {
+		case BotModeWebSocket:
+			if bt.Secret == "" {
+				add(kerr("长连接模式必须填写：智能机器人 → API 模式 → 长连接 → Secret / is required in websocket mode (the bot's long-connection Secret)", p("secret")...))
 			}
+			if u, err := url.Parse(bt.WSURL); err != nil || (u.Scheme != "wss" && u.Scheme != "ws") || u.Host == "" {
+				add(kerr("必须是 wss:// 或 ws:// 地址，例如 "+DefaultBotWSURL+" / must be a wss:// or ws:// URL such as "+DefaultBotWSURL, p("ws_url")...))
+			}
+		case BotModeWebhook:
+			if bt.Token == "" {
+				add(kerr("回调模式必须填写：智能机器人 → 接收消息 → Token / is required in webhook mode (the bot's callback Token)", p("token")...))
+			}
+			checkAESKey(bt.EncodingAESKey, "智能机器人 → 接收消息", p("encoding_aes_key")...)
+		}
+		checkBackend(bt.Backend, p("backend")...)
+		oneOf(bt.GroupMemory, []string{GroupMemoryUser, GroupMemoryGroup}, p("group_memory")...)
+		checkRates(bt.PerMinute, bt.PerDay, bt.IdleRollover, p)
+		if len(bt.AllowDepartments) > 0 && len(c.Apps) == 0 {
+			add(kerr("需要至少一个 [[apps]]：机器人不能读取通讯录，成员的部门用自建应用的 secret 查询 / needs an [[apps]] entry: a bot cannot read the contacts, so departments are looked up with a self-built app's secret", p("allow_departments")...))
 		}
 	}
-	if strings.Count(c.Texts.Failed, "%s") > 1 || strings.Count(c.Texts.Interrupted, "%s") > 1 {
-		add(kerr("may contain at most one %s (the reference id)", "texts", "failed"))
+	if c.History.LoginApp != "" && !appNames[c.History.LoginApp] {
+		add(kerr(fmt.Sprintf("指定的应用 %q 不存在（必须是 [[apps]] 的名称）/ names app %q, which is not configured in [[apps]]", c.History.LoginApp, c.History.LoginApp), "history", "login_app"))
+	}
+	if c.History.enabled() && len(c.Apps) == 0 {
+		add(kerr("历史记录页用自建应用登录企业微信：请添加一个 [[apps]]，或设置 enabled = false / the history page signs in through a self-built app: add an [[apps]] entry, or set enabled = false", "history", "enabled"))
+	}
+	if k := c.History.SessionKey; k != "" && !unresolved(k) && len(k) < 32 {
+		add(kerr("至少 32 个字符（留空则自动生成）/ must be at least 32 characters (or leave it empty to generate one)", "history", "session_key"))
+	}
+	for _, name := range sortedKeys(c.Backends) {
+		if opts.onlyBackend != "" && name != opts.onlyBackend {
+			continue
+		}
+		for _, p := range c.Backends[name].Problems() {
+			add(kerr(p.Msg, "backends", name, p.Key))
+		}
+	}
+	add(c.Texts.validate())
+	return errors.Join(errs...)
+}
+
+// validate checks the placeholders of the texts: failed and interrupted are
+// formatted with the reference id and need exactly one %s; the others are
+// sent as they are, so a %s in them would reach the user literally.
+func (t Texts) validate() error {
+	var errs []error
+	for _, f := range []struct {
+		key, v string
+		verbs  int // 1: exactly one %s; 0: sent as is
+	}{
+		{"help", t.Help, 0}, {"new_conversation", t.NewChat, 0}, {"unsupported", t.Unsupported, 0},
+		{"not_allowed", t.NotAllowed, 0}, {"over_minute", t.OverMinute, 0}, {"over_day", t.OverDay, 0},
+		{"failed", t.Failed, 1}, {"thinking", t.Thinking, 0}, {"interrupted", t.Interrupted, 1},
+		{"truncated", t.Truncated, 0}, {"resend_notice", t.Resend, 0},
+	} {
+		if f.verbs == 0 {
+			if strings.Contains(f.v, "%s") {
+				errs = append(errs, kerr("这段文字原样发送，%s 不会被替换，请删掉 / this text is sent as is: %s would reach the user literally; remove it", "texts", f.key))
+			}
+			continue
+		}
+		verbs := fmtVerbs(f.v)
+		if len(verbs) != 1 || verbs[0] != "%s" {
+			errs = append(errs, kerr(fmt.Sprintf("必须正好包含一个 %%s（参考编号），现在有 %d 个占位符 %v；百分号请写成 %%%% / must contain exactly one %%s (the reference id), found %d verb(s) %v; write a literal percent sign as %%%%",
+				len(verbs), verbs, len(verbs), verbs), "texts", f.key))
+		}
 	}
 	return errors.Join(errs...)
 }
 
-// backendErr ties an llm validation error to its key for line lookup.
-func backendErr(name string, e error) error {
-	msg := e.Error()
-	// llm formats "backends.NAME.key: message"; recover the key if present.
-	rest := strings.TrimPrefix(msg, "llm: ")
-	prefix := "backends." + name + "."
-	if strings.HasPrefix(rest, prefix) {
-		if i := strings.Index(rest, ":"); i > 0 {
-			key := rest[len(prefix):i]
-			return kerr(strings.TrimSpace(rest[i+1:]), "backends", name, key)
+// fmtVerbs returns the fmt verbs of format (such as "%s", "%5d"); "%%" is a
+// literal percent sign and not counted. A trailing "%" counts as a verb.
+func fmtVerbs(format string) []string {
+	var out []string
+	for i := 0; i < len(format); i++ {
+		if format[i] != '%' {
+			continue
 		}
+		j := i + 1
+		if j < len(format) && format[j] == '%' {
+			i = j
+			continue
+		}
+		for j < len(format) && strings.IndexByte("+-# 0123456789.*[]", format[j]) >= 0 {
+			j++
+		}
+		if j < len(format) {
+			_, size := utf8.DecodeRuneInString(format[j:])
+			j += size
+		}
+		out = append(out, format[i:j])
+		i = j - 1
 	}
-	return kerr(rest, "backends", name)
+	return out
 }
 
 // Enabled reports whether the history page is on (default true).
@@ -740,3 +1116,253 @@ func (h HistoryConfig) enabled() bool { return h.Enabled == nil || *h.Enabled }
 func (s ServerConfig) metrics() bool { return s.Metrics == nil || *s.Metrics }
 
 func (a AppConfig) recallThinking() bool { return a.RecallThinking == nil || *a.RecallThinking }
+
+// proxyURL parses [wecom] proxy.
+func (w WeComConfig) proxyURL() (*url.URL, error) {
+	u, err := url.Parse(w.Proxy)
+	if err != nil {
+		return nil, err
+	}
+	switch u.Scheme {
+	case "http", "https", "socks5", "socks5h":
+	default:
+		return nil, fmt.Errorf("unsupported proxy scheme %q", u.Scheme)
+	}
+	if u.Host == "" || u.Hostname() == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+		return nil, errors.New("a proxy URL is scheme://host:port")
+	}
+	return u, nil
+}
+
+// ProxyFunc is the proxy of every WeCom API call: [wecom] proxy when set
+// (used for every request, loopback ones included), else the environment's
+// HTTPS_PROXY / HTTP_PROXY / NO_PROXY (http.ProxyFromEnvironment).
+func (w WeComConfig) ProxyFunc() func(*http.Request) (*url.URL, error) {
+	if w.Proxy == "" {
+		return http.ProxyFromEnvironment
+	}
+	u, err := w.proxyURL()
+	if err != nil {
+		// Validate rejects this; fail the request rather than bypass the proxy.
+		return func(*http.Request) (*url.URL, error) {
+			return nil, fmt.Errorf("bridge: wecom.proxy: %w", err)
+		}
+	}
+	return http.ProxyURL(u)
+}
+
+// ProxyDisplay describes the WeCom egress for operators: the proxy's
+// scheme://host:port (its credentials left out), "HTTPS_PROXY=..." taken
+// from the environment, or "" for a direct connection.
+func (w WeComConfig) ProxyDisplay() string {
+	if w.Proxy != "" {
+		if u, err := w.proxyURL(); err == nil {
+			return u.Scheme + "://" + u.Host
+		}
+		return "wecom.proxy"
+	}
+	req, _ := http.NewRequest(http.MethodGet, w.APIBase, nil)
+	if req == nil {
+		return ""
+	}
+	if u, err := http.ProxyFromEnvironment(req); err == nil && u != nil {
+		return "HTTPS_PROXY=" + u.Scheme + "://" + u.Host
+	}
+	return ""
+}
+
+// WeComTransport returns a clone of base (nil: a clone of
+// http.DefaultTransport) whose Proxy is WeCom.ProxyFunc, for the WeCom API
+// client.
+func (c *Config) WeComTransport(base *http.Transport) *http.Transport {
+	if base == nil {
+		base = http.DefaultTransport.(*http.Transport)
+	}
+	t := base.Clone()
+	t.Proxy = c.WeCom.ProxyFunc()
+	return t
+}
+
+// RestartKeys lists the config keys whose change between old and next only
+// takes effect after a restart (a reload keeps the running value), in a
+// stable order, e.g. ["server.listen", "wecom.per_member_per_minute"]. A bot
+// added or removed is listed as "bots.NAME"; a bot's connection settings
+// (bot_id, secret, mode, ws_url) as "bots.NAME.KEY".
+func RestartKeys(old, next *Config) []string {
+	var out []string
+	diff := func(changed bool, key string) {
+		if changed {
+			out = append(out, key)
+		}
+	}
+	so, sn := old.Server, next.Server
+	diff(so.Listen != sn.Listen, "server.listen")
+	diff(so.ReadTimeout != sn.ReadTimeout, "server.read_timeout")
+	diff(so.WriteTimeout != sn.WriteTimeout, "server.write_timeout")
+	diff(so.IdleTimeout != sn.IdleTimeout, "server.idle_timeout")
+	diff(so.MaxBodyBytes != sn.MaxBodyBytes, "server.max_body_bytes")
+	diff(so.ShutdownGrace != sn.ShutdownGrace, "server.shutdown_grace")
+	diff(old.Log != next.Log, "log")
+	diff(old.Storage.Path != next.Storage.Path, "storage.path")
+	diff(old.Workers.Count != next.Workers.Count, "workers.count")
+	diff(old.WeCom.PerMemberPerMinute != next.WeCom.PerMemberPerMinute, "wecom.per_member_per_minute")
+	diff(old.WeCom.Proxy != next.WeCom.Proxy, "wecom.proxy")
+	diff(old.History.enabled() != next.History.enabled(), "history.enabled")
+	bots := map[string]BotConfig{}
+	for _, b := range old.Bots {
+		bots[b.Name] = b
+	}
+	seen := map[string]bool{}
+	for _, nb := range next.Bots {
+		seen[nb.Name] = true
+		ob, ok := bots[nb.Name]
+		if !ok {
+			out = append(out, "bots."+nb.Name)
+			continue
+		}
+		p := "bots." + nb.Name + "."
+		diff(ob.BotID != nb.BotID, p+"bot_id")
+		diff(ob.Secret != nb.Secret, p+"secret")
+		diff(ob.Mode != nb.Mode, p+"mode")
+		diff(ob.WSURL != nb.WSURL, p+"ws_url")
+	}
+	for _, ob := range old.Bots {
+		if !seen[ob.Name] {
+			out = append(out, "bots."+ob.Name)
+		}
+	}
+	return out
+}
+
+// resolveChoice picks what simulate chats through.
+func resolveChoice(c *Config, lines keyLines, ch SimulateChoice) (SimulateChoice, error) {
+	set := 0
+	for _, v := range []string{ch.App, ch.Bot, ch.Backend} {
+		if v != "" {
+			set++
+		}
+	}
+	if set > 1 {
+		return ch, errors.New("simulate: 只能选择 -app、-bot、-backend 之一 / choose one of -app, -bot and -backend")
+	}
+	var appNames, botNames []string
+	for _, a := range c.Apps {
+		appNames = append(appNames, a.Name)
+	}
+	for _, b := range c.Bots {
+		botNames = append(botNames, b.Name)
+	}
+	switch {
+	case ch.App != "":
+		for _, a := range c.Apps {
+			if a.Name == ch.App {
+				return SimulateChoice{App: a.Name, Backend: a.Backend}, nil
+			}
+		}
+		return ch, fmt.Errorf("simulate: 没有名为 %q 的 [[apps]]（已配置：%s）/ no app named %q (configured: %s)",
+			ch.App, strings.Join(appNames, ", "), ch.App, strings.Join(appNames, ", "))
+	case ch.Bot != "":
+		for _, b := range c.Bots {
+			if b.Name == ch.Bot {
+				return SimulateChoice{Bot: b.Name, Backend: b.Backend}, nil
+			}
+		}
+		return ch, fmt.Errorf("simulate: 没有名为 %q 的 [[bots]]（已配置：%s）/ no bot named %q (configured: %s)",
+			ch.Bot, strings.Join(botNames, ", "), ch.Bot, strings.Join(botNames, ", "))
+	case ch.Backend != "":
+		if _, ok := c.Backends[ch.Backend]; !ok {
+			list := strings.Join(sortedKeys(c.Backends), ", ")
+			return ch, fmt.Errorf("simulate: 没有名为 %q 的后端（已配置：%s）/ no backend named %q (configured: %s)", ch.Backend, list, ch.Backend, list)
+		}
+		return SimulateChoice{Backend: ch.Backend}, nil
+	case len(c.Apps) > 0:
+		return SimulateChoice{App: c.Apps[0].Name, Backend: c.Apps[0].Backend}, nil
+	case len(c.Bots) > 0:
+		return SimulateChoice{Bot: c.Bots[0].Name, Backend: c.Bots[0].Backend}, nil
+	}
+	// The first backend in the file.
+	first, firstLine := "", 0
+	for name := range c.Backends {
+		if n := lines.lineOf([]string{"backends", name}); first == "" || n < firstLine || (n == firstLine && name < first) {
+			first, firstLine = name, n
+		}
+	}
+	if first == "" {
+		return ch, errors.New("simulate: 没有可用的后端：请添加 [backends.NAME] / nothing to talk to: add a [backends.NAME] table")
+	}
+	return SimulateChoice{Backend: first}, nil
+}
+
+// simulatedCorpID is the corp id simulate's emulated WeCom uses.
+const simulatedCorpID = "wwsimulate0000000"
+
+// simulated replaces every WeCom credential with a generated one: simulate
+// emulates WeCom, so real ones are neither needed nor sent anywhere.
+func (c *Config) simulated() {
+	c.WeCom.CorpID = simulatedCorpID
+	for i := range c.Apps {
+		a := &c.Apps[i]
+		a.AgentID = int64(1000001 + i)
+		a.Secret, a.Token, a.EncodingAESKey = randomSecret(), randomSecret(), randomAESKey()
+	}
+	for i := range c.Bots {
+		b := &c.Bots[i]
+		if b.BotID == "" {
+			b.BotID = "aibsimulate" + b.Name
+		}
+		b.Secret, b.Token, b.EncodingAESKey = randomSecret(), randomSecret(), randomAESKey()
+	}
+	c.History.SessionKey = ""
+	if c.Server.PublicURL == "" {
+		c.Server.PublicURL = "http://127.0.0.1"
+	}
+}
+
+// keepOnly reduces a simulate config to the chosen app or bot and its
+// backend.
+func (c *Config) keepOnly(ch SimulateChoice) {
+	var apps []AppConfig
+	var bots []BotConfig
+	switch {
+	case ch.App != "":
+		for _, a := range c.Apps {
+			if a.Name == ch.App {
+				apps = append(apps, a)
+			}
+		}
+	case ch.Bot != "":
+		for _, b := range c.Bots {
+			if b.Name == ch.Bot {
+				bots = append(bots, b)
+			}
+		}
+	default:
+		apps = []AppConfig{{
+			Name: "simulate", AgentID: 1000001, Secret: randomSecret(), Token: randomSecret(), EncodingAESKey: randomAESKey(),
+			Backend: ch.Backend, Delivery: "stream", Format: "text", ThinkingAfter: DefaultThinkingAfter,
+		}}
+	}
+	c.Apps, c.Bots = apps, bots
+	c.Backends = map[string]llm.Config{ch.Backend: c.Backends[ch.Backend]}
+	c.History.LoginApp = ""
+	if len(apps) > 0 {
+		c.History.LoginApp = apps[0].Name
+	} else {
+		off := false
+		c.History.Enabled = &off
+	}
+}
+
+func randomSecret() Secret {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails
+	return Secret(hex.EncodeToString(b))
+}
+
+// randomAESKey is a valid EncodingAESKey: 32 random bytes in unpadded
+// base64, 43 characters.
+func randomAESKey() Secret {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return Secret(base64.RawStdEncoding.EncodeToString(b))
+}

@@ -128,84 +128,111 @@ func (c Config) String() string {
 // GoString is like String, for the %#v verb.
 func (c Config) GoString() string { return "llm.Config" + c.String() }
 
-// Validate reports every problem in c at once, joined with errors.Join. Each
-// message starts with prefix and the TOML key, e.g.
-// "backends.kb.base_url: must be an http or https URL". prefix may be "".
-func (c Config) Validate(prefix string) error {
-	var errs []error
+// FieldError is one problem with one key of a backend Config. Key is the
+// TOML key inside the backend's own table (e.g. "base_url"), so a caller that
+// embeds Config under [backends.NAME] can locate it without parsing text.
+type FieldError struct {
+	Key string // TOML key relative to the backend table, e.g. "timeout"
+	Msg string // what is wrong and how to fix it, Chinese first
+}
+
+// Error formats the problem as "key: message".
+func (e FieldError) Error() string { return e.Key + ": " + e.Msg }
+
+// Problems lists every problem in c, in a stable order (empty when c is
+// valid). Messages give Chinese first, then English.
+func (c Config) Problems() []FieldError {
+	var out []FieldError
 	bad := func(key, format string, args ...any) {
-		name := key
-		if prefix != "" {
-			name = prefix + "." + key
-		}
-		errs = append(errs, fmt.Errorf("%s: %s", name, fmt.Sprintf(format, args...)))
+		out = append(out, FieldError{Key: key, Msg: fmt.Sprintf(format, args...)})
 	}
 	switch c.Type {
 	case TypeDify, TypeOpenAI:
 	case "":
-		bad("type", `is required ("dify" or "openai")`)
+		bad("type", `必须填写 "dify" 或 "openai" / is required ("dify" or "openai")`)
 	default:
-		bad("type", `must be "dify" or "openai", not %q`, c.Type)
+		bad("type", `只能是 "dify" 或 "openai" / must be "dify" or "openai", not %q`, c.Type)
 	}
 	if c.BaseURL != "" {
 		u, err := url.Parse(c.BaseURL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			bad("base_url", "must be an http or https URL")
+			bad("base_url", "必须是 http(s) 地址，例如 https://api.dify.ai/v1 / must be an http or https URL")
 		} else if u.RawQuery != "" || u.Fragment != "" {
-			bad("base_url", "must not have a query or fragment")
+			bad("base_url", "不能带查询参数或 # / must not have a query or fragment")
 		}
 	}
 	if strings.TrimSpace(c.APIKey) != c.APIKey {
-		bad("api_key", "has leading or trailing spaces")
+		bad("api_key", "首尾有空格 / has leading or trailing spaces")
 	}
 	if c.Type == TypeDify {
 		if c.APIKey == "" {
-			bad("api_key", "is required for dify (the app's API key, app-...)")
+			bad("api_key", "dify 后端必须填写：Dify 应用 → 访问 API → API 密钥（app-...）/ is required for dify (the app's API key, app-...)")
 		}
 		if normDifyMode(c.DifyMode) == "" {
-			bad("dify_mode", `must be "chat", "workflow" or "completion", not %q`, c.DifyMode)
+			bad("dify_mode", `只能是 "chat"、"workflow" 或 "completion" / must be "chat", "workflow" or "completion", not %q`, c.DifyMode)
 		}
 		if c.WorkflowOutput != "" && normDifyMode(c.DifyMode) != DifyModeWorkflow {
-			bad("workflow_output", `is only used with dify_mode = "workflow"`)
+			bad("workflow_output", `只用于 dify_mode = "workflow" / is only used with dify_mode = "workflow"`)
 		}
-		for key, set := range map[string]bool{
-			"model": c.Model != "", "system_prompt": c.SystemPrompt != "", "temperature": c.Temperature != nil,
-			"max_tokens": c.MaxTokens != 0, "history_turns": c.HistoryTurns != 0, "history_chars": c.HistoryChars != 0,
+		for _, k := range []struct {
+			key string
+			set bool
+		}{
+			{"model", c.Model != ""}, {"system_prompt", c.SystemPrompt != ""}, {"temperature", c.Temperature != nil},
+			{"max_tokens", c.MaxTokens != 0}, {"history_turns", c.HistoryTurns != 0}, {"history_chars", c.HistoryChars != 0},
 		} {
-			if set {
-				bad(key, "is not used by dify backends (set it in the Dify app)")
+			if k.set {
+				bad(k.key, "dify 后端不使用此项，请在 Dify 应用里设置 / is not used by dify backends (set it in the Dify app)")
 			}
 		}
 	}
 	if c.Type == TypeOpenAI {
 		if c.Model == "" {
-			bad("model", "is required for openai backends")
+			bad("model", "openai 后端必须填写模型名 / is required for openai backends")
 		}
 		if c.Temperature != nil && (*c.Temperature < 0 || *c.Temperature > 2) {
-			bad("temperature", "must be between 0 and 2")
+			bad("temperature", "必须在 0 到 2 之间 / must be between 0 and 2")
 		}
 		if c.MaxTokens < 0 {
-			bad("max_tokens", "must not be negative")
+			bad("max_tokens", "不能为负数 / must not be negative")
 		}
-		for key, set := range map[string]bool{
-			"dify_mode": c.DifyMode != "", "workflow_output": c.WorkflowOutput != "", "query_input": c.QueryInput != "",
+		for _, k := range []struct {
+			key string
+			set bool
+		}{
+			{"dify_mode", c.DifyMode != ""}, {"workflow_output", c.WorkflowOutput != ""}, {"query_input", c.QueryInput != ""},
 		} {
-			if set {
-				bad(key, "is only used by dify backends")
+			if k.set {
+				bad(k.key, "只用于 dify 后端 / is only used by dify backends")
 			}
 		}
 	}
 	if c.IdleTimeout < 0 {
-		bad("idle_timeout", "must not be negative")
+		bad("idle_timeout", "不能为负数 / must not be negative")
 	}
 	if c.Timeout < 0 {
-		bad("timeout", "must not be negative")
+		bad("timeout", "不能为负数 / must not be negative")
 	}
 	if c.IdleTimeout > 0 && c.Timeout > 0 && c.IdleTimeout > c.Timeout {
-		bad("idle_timeout", "must not exceed timeout (%s)", c.Timeout)
+		bad("idle_timeout", "不能超过 timeout（%s）/ must not exceed timeout (%s)", c.Timeout, c.Timeout)
 	}
 	if c.RetryBase < 0 {
-		bad("retry_base", "must not be negative")
+		bad("retry_base", "不能为负数 / must not be negative")
+	}
+	return out
+}
+
+// Validate reports every problem in c at once, joined with errors.Join. Each
+// message starts with prefix and the TOML key, e.g.
+// "backends.kb.base_url: 必须是 http(s) 地址… / must be an http or https URL".
+// prefix may be "". Use Problems for the structured list.
+func (c Config) Validate(prefix string) error {
+	var errs []error
+	for _, p := range c.Problems() {
+		if prefix != "" {
+			p.Key = prefix + "." + p.Key
+		}
+		errs = append(errs, p)
 	}
 	return errors.Join(errs...)
 }

@@ -345,7 +345,15 @@ func TestConfigValidate(t *testing.T) {
 				t.Fatal("no error")
 			}
 			for _, w := range tt.want {
-				mustContain(t, err.Error(), w)
+				// "key: english": the message is Chinese first, then English.
+				key, en, _ := strings.Cut(w, ": ")
+				found := false
+				for _, line := range strings.Split(err.Error(), "\n") {
+					found = found || (strings.HasPrefix(line, key+": ") && strings.Contains(line, "/ "+en))
+				}
+				if !found {
+					t.Errorf("no line %q ... / %q ... in:\n%v", key, en, err)
+				}
 			}
 			if got := strings.Count(err.Error(), "\n") + 1; got != len(tt.want) {
 				t.Errorf("%d problems reported, want %d:\n%v", got, len(tt.want), err)
