@@ -273,7 +273,7 @@ func fixed(ctx context.Context, r replier, j *kv.Job, text string, entry *kv.Ent
 func (b *Bridge) runCommand(ctx context.Context, s *answerSettings, r replier, j *kv.Job, log *slog.Logger) error {
 	switch command(j.Text) {
 	case "new":
-		if _, err := b.store.ResetConversation(j.App, j.User); err != nil {
+		if _, err := b.store.ResetConversation(j.App, j.Owner()); err != nil {
 			return stored(err)
 		}
 		log.Info("conversation reset by the user")
@@ -316,7 +316,7 @@ func (b *Bridge) runQuestion(ctx context.Context, ep endpoint, r replier, j *kv.
 		return "", stored(err)
 	}
 
-	conv, err := b.store.Conversation(j.App, j.User)
+	conv, err := b.store.Conversation(j.App, j.Owner())
 	if err != nil {
 		return "", stored(err)
 	}
@@ -383,6 +383,9 @@ func (b *Bridge) runQuestion(ctx context.Context, ep endpoint, r replier, j *kv.
 		Answer: final, Status: kv.StatusAnswering, ConvSeq: conv.Seq, NewConv: newConv, RefID: j.RefID,
 		Truncated: res != nil && res.Truncated,
 	}}
+	if res != nil {
+		upd.Entry.MessageID = res.MessageID
+	}
 	if res != nil && (err == nil || res.ConversationID != "") {
 		next := conv
 		next.Fresh = false
@@ -409,7 +412,7 @@ func (b *Bridge) runQuestion(ctx context.Context, ep endpoint, r replier, j *kv.
 // the delivery error that stopped the stream, if any.
 func (b *Bridge) ask(ctx context.Context, s *answerSettings, r replier, j *kv.Job, log *slog.Logger, conv kv.Conversation) (*llm.Result, string, error, error) {
 	req := llm.Request{
-		App: j.App, User: j.User, ConversationID: conv.DifyID, Query: j.Text, Inputs: s.inputs,
+		App: j.App, User: j.Owner(), ConversationID: conv.DifyID, Query: j.Text, Inputs: s.inputs,
 	}
 	for _, t := range conv.Turns {
 		req.History = append(req.History, llm.Turn{Question: t.Q, Answer: t.A})

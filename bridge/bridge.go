@@ -17,6 +17,7 @@ import (
 	"github.com/wecom-bridge/wecom-bridge/kv"
 	"github.com/wecom-bridge/wecom-bridge/llm"
 	"github.com/wecom-bridge/wecom-bridge/wecom"
+	"github.com/wecom-bridge/wecom-bridge/wecom/aibot"
 )
 
 // Deps are the collaborators a Bridge is built with.
@@ -52,6 +53,13 @@ type Bridge struct {
 	// base) across reloads, with its token cache and department cache.
 	clientsMu sync.Mutex
 	clients   map[clientKey]*appClients
+	bots      map[botKey]*botConn // the bots' long connections
+	started   bool                // Start has run: new bot connections start at once
+
+	// hookLive are the bubbles of webhook-mode bots that this process is
+	// streaming, by job id; WeCom's refresh callbacks read them.
+	hookMu   sync.Mutex
+	hookLive map[uint64]*botLive
 
 	// writeFailing is when our store last failed a write while answering,
 	// as Unix nanoseconds; 0 once a write has worked again. /healthz reads it.
@@ -72,6 +80,7 @@ type Bridge struct {
 type runtime struct {
 	cfg  *Config
 	apps map[string]*app
+	bots map[string]*bot
 }
 
 // wecomConfig is the WeCom API client config of one app.
@@ -111,6 +120,8 @@ func New(cfg *Config, d Deps) (*Bridge, error) {
 		metrics:  newMetrics(),
 		serveErr: make(chan error, 1),
 		clients:  map[clientKey]*appClients{},
+		bots:     map[botKey]*botConn{},
+		hookLive: map[uint64]*botLive{},
 	}
 	b.root, b.cancel = context.WithCancel(context.Background())
 	rt, err := b.build(cfg)
@@ -155,7 +166,7 @@ func wecomClient(hc *http.Client) *http.Client {
 // previous config when the app's credentials did not change, so that a
 // reload costs no gettoken and keeps the department cache.
 func (b *Bridge) build(cfg *Config) (*runtime, error) {
-	rt := &runtime{cfg: cfg, apps: map[string]*app{}}
+	rt := &runtime{cfg: cfg, apps: map[string]*app{}, bots: map[string]*bot{}}
 	backends := map[string]llm.Backend{}
 	for name, bc := range cfg.Backends {
 		be, err := llm.New(bc, b.hc, b.log.With("backend", name))
@@ -191,6 +202,42 @@ func (b *Bridge) build(cfg *Config) (*runtime, error) {
 			}
 		}
 		rt.apps[ac.Name] = a
+	}
+	usedBots := map[botKey]bool{}
+	for i, bc := range cfg.Bots {
+		bt := &bot{cfg: bc}
+		bt.set = answerSettings{
+			name: bc.Name, backend: backends[bc.Backend], bcfg: cfg.Backends[bc.Backend], texts: cfg.Texts,
+			inputs: bc.Inputs, idleRollover: bc.IdleRollover, perMinute: bc.PerMinute, perDay: bc.PerDay,
+			welcome: bc.Welcome,
+		}
+		if len(bc.AllowUsers) > 0 {
+			bt.allowU = map[string]bool{}
+			for _, u := range bc.AllowUsers {
+				bt.allowU[strings.ToLower(u)] = true
+			}
+		}
+		if len(bc.AllowDepartments) > 0 && len(cfg.Apps) > 0 {
+			if first := rt.apps[cfg.Apps[0].Name]; first != nil {
+				bt.depts, bt.deptsAPI = first.depts, first.client.UserDepartments
+			}
+		}
+		switch bc.Mode {
+		case BotModeWebhook:
+			hook, err := aibot.NewWebhook(bc.Token.Value(), bc.EncodingAESKey.Value(), wecom.WithMaxBodySize(cfg.Server.MaxBodyBytes))
+			if err != nil {
+				return nil, fmt.Errorf("bridge: bots[%d]: %w", i, err)
+			}
+			bt.hook = hook
+		default:
+			c, err := b.botConnFor(bc)
+			if err != nil {
+				return nil, fmt.Errorf("bridge: %w", err)
+			}
+			usedBots[c.key] = true
+			bt.conn = c
+		}
+		rt.bots[bc.Name] = bt
 	}
 	b.clientsMu.Lock()
 	for k := range b.clients {
@@ -249,10 +296,31 @@ func (b *Bridge) appClient(cfg *Config, ac AppConfig) (*appClients, error) {
 // endpoint returns the configured app or bot that job-owner name refers to,
 // or nil.
 func (b *Bridge) endpoint(name string) endpoint {
-	if a := b.rt.Load().apps[name]; a != nil {
+	rt := b.rt.Load()
+	if a := rt.apps[name]; a != nil {
 		return a
 	}
+	if bt := rt.bots[name]; bt != nil {
+		return bt
+	}
 	return nil
+}
+
+// startBots runs the long connections of rt's bots (once Start has run)
+// and ends those no bot uses any more.
+func (b *Bridge) startBots(rt *runtime) {
+	b.clientsMu.Lock()
+	defer b.clientsMu.Unlock()
+	used := map[botKey]bool{}
+	for _, bt := range rt.bots {
+		if bt.conn != nil {
+			used[bt.conn.key] = true
+			if b.started {
+				b.runBot(bt.conn)
+			}
+		}
+	}
+	b.pruneBots(used)
 }
 
 // storageFailed records that a write of ours failed; /healthz reports it
@@ -298,6 +366,7 @@ func (b *Bridge) Reload(cfg *Config) error {
 	}
 	b.rt.Store(rt)
 	b.budget.setLimit(cfg.WeCom.PerMemberPerMinute)
+	b.startBots(rt)
 	if b.web != nil {
 		b.web.reload(cfg)
 	}
@@ -325,6 +394,10 @@ func (b *Bridge) Start(ln net.Listener) error {
 		defer b.bg.Done()
 		b.maintain()
 	}()
+	b.clientsMu.Lock()
+	b.started = true
+	b.clientsMu.Unlock()
+	b.startBots(b.rt.Load())
 	b.srv, b.ln, b.served = b.newServer(), ln, make(chan struct{})
 	go func() {
 		defer close(b.served)

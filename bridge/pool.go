@@ -51,7 +51,7 @@ func laneKey(app, user string) string { return app + "\x00" + user }
 
 // submit queues a job on its lane and makes sure a worker will take it.
 func (p *pool) submit(ctx context.Context, j *kv.Job) {
-	key := laneKey(j.App, j.User)
+	key := laneKey(j.App, j.Owner())
 	p.mu.Lock()
 	// Checked under the lock that stop takes, so that no worker is added
 	// (wg.Add) once stop has returned and wait may be running.

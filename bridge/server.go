@@ -79,6 +79,7 @@ func (b *Bridge) route(ctx *fasthttp.RequestCtx) {
 	case string(path) == "/metrics" && b.config().Server.metrics():
 		ctx.SetContentType("text/plain; version=0.0.4; charset=utf-8")
 		b.metrics.write(ctx)
+		b.writeBotMetrics(ctx)
 	case bytes.HasPrefix(path, []byte("/WW_verify_")):
 		b.verifyFile(ctx, string(path[1:]))
 	case b.web != nil && b.web.handles(path):
@@ -100,9 +101,14 @@ func (b *Bridge) securityHeaders(ctx *fasthttp.RequestCtx) {
 
 func (b *Bridge) healthz(ctx *fasthttp.RequestCtx) {
 	ctx.SetContentType("text/plain; charset=utf-8")
-	if len(b.rt.Load().apps) == 0 {
+	if rt := b.rt.Load(); len(rt.apps) == 0 && len(rt.bots) == 0 {
 		ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
-		ctx.WriteString("no apps configured\n")
+		ctx.WriteString("no apps or bots configured\n")
+		return
+	}
+	if bad := b.botHealth(); len(bad) > 0 {
+		ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
+		ctx.WriteString(strings.Join(bad, "\n") + "\n")
 		return
 	}
 	if at := b.writeFailing.Load(); at != 0 {
@@ -136,6 +142,10 @@ func (b *Bridge) callback(ctx *fasthttp.RequestCtx, name string) {
 	start := time.Now()
 	a := b.app(name)
 	if a == nil {
+		if bt := b.rt.Load().bots[name]; bt != nil && bt.hook != nil {
+			b.botWebhook(ctx, bt)
+			return
+		}
 		b.metrics.inc("wecom_bridge_callbacks_total", "-", "unknown_app")
 		ctx.Error("not found", fasthttp.StatusNotFound)
 		return
@@ -225,6 +235,23 @@ func (b *Bridge) checkTimestamp(ts string) error {
 
 // reject answers a bad callback with a 4xx and logs it once with the reason.
 func (b *Bridge) reject(ctx *fasthttp.RequestCtx, a *app, err error, what string) {
+	status, reason := rejectStatus(err)
+	attrs := []any{"app", a.cfg.Name, "reason", reason, "status", status, "remote", ctx.RemoteIP().String(), "err", err}
+	if reason == "bad_signature" && what == "url verification" {
+		attrs = append(attrs, "hint", "检查 apps.token 与 apps.encoding_aes_key 是否与企业微信后台「接收消息」设置一致 / check apps.token and apps.encoding_aes_key against the admin console")
+	}
+	if reason == "wrong_receiver" {
+		attrs = append(attrs, "hint", "wecom.corp_id 与回调的企业ID不一致 / wecom.corp_id does not match the corp that sent the callback")
+	}
+	b.log.Warn("rejected "+what, attrs...)
+	b.metrics.inc("wecom_bridge_callbacks_total", a.cfg.Name, reason)
+	ctx.Error(fasthttp.StatusMessage(status), status)
+}
+
+// rejectStatus maps why a callback was refused to the HTTP status and the
+// reason label: 403 for what is not WeCom's, 413 for too large, 400 for the
+// rest; never 5xx, since a retry of it would fail the same way.
+func rejectStatus(err error) (int, string) {
 	status, reason := fasthttp.StatusBadRequest, "malformed"
 	switch {
 	case errors.Is(err, wecom.ErrInvalidSignature):
@@ -240,16 +267,7 @@ func (b *Bridge) reject(ctx *fasthttp.RequestCtx, a *app, err error, what string
 	case errors.Is(err, errBadUser):
 		reason = "bad_user"
 	}
-	attrs := []any{"app", a.cfg.Name, "reason", reason, "status", status, "remote", ctx.RemoteIP().String(), "err", err}
-	if reason == "bad_signature" && what == "url verification" {
-		attrs = append(attrs, "hint", "检查 apps.token 与 apps.encoding_aes_key 是否与企业微信后台「接收消息」设置一致 / check apps.token and apps.encoding_aes_key against the admin console")
-	}
-	if reason == "wrong_receiver" {
-		attrs = append(attrs, "hint", "wecom.corp_id 与回调的企业ID不一致 / wecom.corp_id does not match the corp that sent the callback")
-	}
-	b.log.Warn("rejected "+what, attrs...)
-	b.metrics.inc("wecom_bridge_callbacks_total", a.cfg.Name, reason)
-	ctx.Error(fasthttp.StatusMessage(status), status)
+	return status, reason
 }
 
 // accept classifies a decrypted message and makes it durable. It returns the

@@ -23,18 +23,23 @@ const (
 
 // Entry is one question and its answer, as shown on the history page.
 type Entry struct {
-	ID        uint64    `json:"id"`
-	App       string    `json:"app"`
-	User      string    `json:"user"`
-	Question  string    `json:"q"`
-	Answer    string    `json:"a,omitempty"`
-	Status    Status    `json:"status"`
-	ConvSeq   int       `json:"conv"`
-	NewConv   bool      `json:"new_conv,omitempty"`
-	RefID     string    `json:"ref,omitempty"`
-	Truncated bool      `json:"truncated,omitempty"`
-	Created   time.Time `json:"created"`
-	Updated   time.Time `json:"updated"`
+	ID        uint64 `json:"id"`
+	App       string `json:"app"`
+	User      string `json:"user"`
+	Question  string `json:"q"`
+	Answer    string `json:"a,omitempty"`
+	Status    Status `json:"status"`
+	ConvSeq   int    `json:"conv"`
+	NewConv   bool   `json:"new_conv,omitempty"`
+	RefID     string `json:"ref,omitempty"`
+	Truncated bool   `json:"truncated,omitempty"`
+	// MessageID is the backend's id of the answer (for feedback).
+	MessageID string `json:"msg_id,omitempty"`
+	// Feedback is the user's rating: "like", "dislike" or "".
+	Feedback        string    `json:"feedback,omitempty"`
+	FeedbackComment string    `json:"feedback_comment,omitempty"`
+	Created         time.Time `json:"created"`
+	Updated         time.Time `json:"updated"`
 }
 
 func putEntry(tx *bolt.Tx, e *Entry) error {
@@ -63,6 +68,9 @@ func updateEntry(tx *bolt.Tx, user string, id uint64, now time.Time, u *EntryUpd
 	}
 	if u.RefID != "" {
 		e.RefID = u.RefID
+	}
+	if u.MessageID != "" {
+		e.MessageID = u.MessageID
 	}
 	if u.Status != "" {
 		e.Status = u.Status

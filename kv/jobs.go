@@ -29,6 +29,22 @@ type Question struct {
 	MsgType  string    `json:"msg_type,omitempty"`
 	Event    string    `json:"event,omitempty"`
 	Received time.Time `json:"received"`
+
+	// The AI bot channel: Chat is the group's chatid ("" in a one-to-one
+	// chat), ReqID the callback's req_id to answer on, and ConvOwner the
+	// owner of the conversation when it is not User (a group sharing one).
+	Chat      string `json:"chat,omitempty"`
+	ReqID     string `json:"req_id,omitempty"`
+	ConvOwner string `json:"conv_owner,omitempty"`
+}
+
+// Owner is whose conversation the question continues: ConvOwner if set,
+// else the user. Questions of one owner are answered one after another.
+func (q *Question) Owner() string {
+	if q.ConvOwner != "" {
+		return q.ConvOwner
+	}
+	return q.User
 }
 
 // Segment is a run of answer pieces being delivered. It is persisted before
@@ -226,6 +242,7 @@ type EntryUpdate struct {
 	NewConv   bool
 	RefID     string
 	Truncated bool
+	MessageID string // the backend's id of the answer
 }
 
 // CompleteAnswer records, in one transaction, the finished answer of a job,
@@ -239,7 +256,7 @@ func (s *Store) CompleteAnswer(u AnswerUpdate) error {
 			return err
 		}
 		if u.Conversation != nil {
-			if err := put(tx.Bucket(bucketConv), pairKey(j.App, j.User), u.Conversation); err != nil {
+			if err := put(tx.Bucket(bucketConv), pairKey(j.App, j.Owner()), u.Conversation); err != nil {
 				return err
 			}
 		}
