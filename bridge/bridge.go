@@ -13,6 +13,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/wecom-bridge/wecom-bridge/bridge/history"
 	"github.com/wecom-bridge/wecom-bridge/kv"
 	"github.com/wecom-bridge/wecom-bridge/llm"
 	"github.com/wecom-bridge/wecom-bridge/wecom"
@@ -44,7 +45,7 @@ type Bridge struct {
 	pool    *pool
 	budget  *budget
 	metrics *metrics
-	web     *web
+	web     *history.Handler
 
 	root   context.Context
 	cancel context.CancelFunc
@@ -214,7 +215,7 @@ func (b *Bridge) Reload(cfg *Config) error {
 	}
 	b.rt.Store(rt)
 	if b.web != nil {
-		b.web.reload(cfg)
+		_ = b.web.Reload(historyConfig(cfg)) // logged; the page keeps its old settings
 	}
 	b.log.Info("config reloaded", "apps", len(cfg.Apps), "backends", len(cfg.Backends))
 	return nil
