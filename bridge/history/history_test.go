@@ -40,8 +40,10 @@ func newBrowser(h *harness, ua string) *webBrowser {
 
 // local maps a public URL (https://bot.example.com/...) to the daemon.
 func (b *webBrowser) local(u string) string {
-	if rest, ok := strings.CutPrefix(u, "https://bot.example.com"); ok {
-		return b.h.base + rest
+	for _, public := range []string{"https://bot.example.com", "http://bot.example.com"} {
+		if rest, ok := strings.CutPrefix(u, public); ok {
+			return b.h.base + rest
+		}
 	}
 	if strings.HasPrefix(u, "/") {
 		return b.h.base + u
@@ -1053,5 +1055,135 @@ func TestHistoryReturnAfterLogin(t *testing.T) {
 		if p := b.get(cb); p.status != http.StatusSeeOther || p.location() != c.land {
 			t.Errorf("asked for %.60s: landed on %q (%d)", c.ask, p.location(), p.status)
 		}
+	}
+}
+
+// WeCom userids ignore case (issue 9 item 17): an admin asking for
+// ?user=BOB sees bob's history, which WeCom recorded under "bob"; the
+// exports and links use the folded id; a non-admin is refused bob's in any
+// case, and naming oneself in another case is one's own page.
+func TestHistoryUserIDCase(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.Admins = []string{"WangWu"} })
+	seedHistory(t, h.store, "bob", "鲍勃的问题", "鲍勃的回答", historySeed{})
+	seedHistory(t, h.store, "wangwu", "王五的问题", "王五的回答", historySeed{})
+	admin := newBrowser(h, uaDesktop)
+	admin.login("wangwu", "/history")
+	for _, asked := range []string{"BOB", "Bob", "bob", " BoB "} {
+		p := admin.get("/history?user=" + url.QueryEscape(asked))
+		if p.status != http.StatusOK || !strings.Contains(p.body, "鲍勃的回答") || strings.Contains(p.body, "王五的回答") ||
+			!strings.Contains(p.body, "管理员视图") || !strings.Contains(p.body, `<b>bob</b>`) {
+			t.Errorf("admin ?user=%q: %d\n%s", asked, p.status, p.body)
+		}
+		if !strings.Contains(p.body, `href="/history/export.json?user=bob"`) {
+			t.Errorf("admin ?user=%q: export link does not name bob", asked)
+		}
+	}
+	p := admin.get("/history/export.json?user=BOB")
+	var doc exportDoc
+	if err := json.Unmarshal([]byte(p.body), &doc); err != nil || doc.User != "bob" || len(doc.Entries) != 1 || doc.Entries[0].Answer != "鲍勃的回答" {
+		t.Fatalf("admin export of BOB: %v %+v", err, doc)
+	}
+	if cd := p.header.Get("Content-Disposition"); !strings.Contains(cd, "wecom-history-bob-") {
+		t.Errorf("export file name %q", cd)
+	}
+	if p = admin.get("/history/export.md?user=BOB"); !strings.Contains(p.body, "# 问答记录：bob") || !strings.Contains(p.body, "鲍勃的回答") {
+		t.Errorf("admin markdown export of BOB:\n%s", p.body)
+	}
+	// The admin's own id in another case is the own page, not an admin view.
+	if p = admin.get("/history?user=WANGWU"); p.status != http.StatusOK || !strings.Contains(p.body, "王五的回答") || strings.Contains(p.body, "管理员视图") {
+		t.Errorf("admin names self as WANGWU: %d\n%s", p.status, p.body)
+	}
+
+	// A non-admin gets no one else's history, whatever the case.
+	other := newBrowser(h, uaDesktop)
+	other.login("zhangsan", "/history")
+	for _, asked := range []string{"BOB", "bob"} {
+		if p := other.get("/history?user=" + asked); p.status != http.StatusForbidden || strings.Contains(p.body, "鲍勃") {
+			t.Errorf("non-admin ?user=%s: %d", asked, p.status)
+		}
+	}
+	// bob himself, signed in, sees his own page.
+	bob := newBrowser(h, uaDesktop)
+	if p := bob.login("bob", "/history?user=BOB"); p.status != http.StatusOK || !strings.Contains(p.body, "鲍勃的回答") || strings.Contains(p.body, "管理员视图") {
+		t.Errorf("bob with ?user=BOB: %d", p.status)
+	}
+}
+
+func TestNormUser(t *testing.T) {
+	for in, want := range map[string]string{
+		"": "", "bob": "bob", "BOB": "bob", "ZhangSan": "zhangsan", "a.B-c_D@E": "a.b-c_d@e",
+		"ww0123/LiSi": "ww0123/lisi", "王Wu": "王wu", "ÄB": "Äb", // only ASCII folds
+	} {
+		if got := normUser(in); got != want {
+			t.Errorf("normUser(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// Every response of the page carries the security headers (issue 9 item
+// 18): pages, redirects, errors, static files and their 404 and 304; HSTS
+// only when public_url is https.
+func TestHistorySecurityHeadersEverywhere(t *testing.T) {
+	for _, scheme := range []string{"https", "http"} {
+		t.Run(scheme, func(t *testing.T) {
+			h := newHarness(t, func(c *Config) { c.PublicURL = scheme + "://bot.example.com" })
+			seedHistory(t, h.store, "zhangsan", "问题", "回答", historySeed{})
+			wantHSTS := ""
+			if scheme == "https" {
+				wantHSTS = "max-age=31536000"
+			}
+			check := func(what string, p webPage, status int) {
+				t.Helper()
+				if p.status != status {
+					t.Errorf("%s: status %d, want %d", what, p.status, status)
+				}
+				if got := p.header.Get("X-Content-Type-Options"); got != "nosniff" {
+					t.Errorf("%s: X-Content-Type-Options %q", what, got)
+				}
+				if got := p.header.Get("Strict-Transport-Security"); got != wantHSTS {
+					t.Errorf("%s: Strict-Transport-Security %q, want %q", what, got, wantHSTS)
+				}
+				if !strings.Contains(p.header.Get("Content-Security-Policy"), "default-src 'self'") ||
+					p.header.Get("Referrer-Policy") != "no-referrer" || p.header.Get("X-Frame-Options") != "SAMEORIGIN" {
+					t.Errorf("%s: headers %v", what, p.header)
+				}
+			}
+			anon := newBrowser(h, uaDesktop)
+			check("sign-in redirect", anon.get("/history"), http.StatusFound)
+			check("bad callback", anon.get("/history/callback?state=x&code=y"), http.StatusBadRequest)
+			check("POST /history", anon.do(http.MethodPost, "/history", url.Values{}), http.StatusMethodNotAllowed)
+			check("unknown path", anon.get("/history/nothing"), http.StatusNotFound)
+			check("missing static file", anon.get("/history/static/x/nope.css"), http.StatusNotFound)
+			check("static without hash", anon.get("/history/static/app.css"), http.StatusNotFound)
+			check("signed-out page", anon.get("/history/signed-out"), http.StatusOK)
+			check("logout without session", anon.do(http.MethodPost, "/history/logout", url.Values{}), http.StatusSeeOther)
+
+			b := newBrowser(h, uaDesktop)
+			h.wc.SetLoginUser("zhangsan")
+			cb := b.atWeCom(b.begin("/history"))
+			check("callback", b.get(cb), http.StatusSeeOther)
+			p := b.get("/history")
+			check("page", p, http.StatusOK)
+			check("forbidden", b.get("/history?user=lisi"), http.StatusForbidden)
+			check("bad request", b.get("/history?before=x"), http.StatusBadRequest)
+			check("export.md", b.get("/history/export.md"), http.StatusOK)
+			check("export.json", b.get("/history/export.json"), http.StatusOK)
+			css := regexp.MustCompile(`href="(/history/static/[0-9a-f]{12}/app\.css)"`).FindStringSubmatch(p.body)
+			if css == nil {
+				t.Fatalf("no stylesheet link in\n%s", p.body)
+			}
+			sp := b.get(css[1])
+			check("static file", sp, http.StatusOK)
+			req, _ := http.NewRequest(http.MethodGet, h.base+css[1], nil)
+			req.Header.Set("If-None-Match", sp.header.Get("ETag"))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			check("static 304", webPage{status: resp.StatusCode, header: resp.Header, body: readAll(t, resp)}, http.StatusNotModified)
+			m := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindStringSubmatch(p.body)
+			check("logout with a bad token", b.do(http.MethodPost, "/history/logout", url.Values{"csrf": {"x"}}), http.StatusForbidden)
+			check("logout", b.do(http.MethodPost, "/history/logout", url.Values{"csrf": {m[1]}}), http.StatusSeeOther)
+		})
 	}
 }
