@@ -33,7 +33,9 @@ import (
 // hold usable cookies. A cookie whose MAC is wrong is refused before the
 // database is asked.
 
-var b64url = base64.RawURLEncoding
+// b64url is strict: a cookie has one spelling, so re-encoded copies of a
+// valid one are refused like any other.
+var b64url = base64.RawURLEncoding.Strict()
 
 func randomBytes(n int) []byte {
 	b := make([]byte, n)
@@ -66,16 +68,8 @@ func sessionRecordID(token string) string {
 // session resolves the request's session cookie. Any failure — no cookie, a
 // bad MAC, an unknown, revoked or expired session — is errNoSession.
 func (w *Handler) session(ctx *fasthttp.RequestCtx, s *settings) (webSession, error) {
-	raw := string(ctx.Request.Header.Cookie(s.sessName))
-	if raw == "" {
-		return webSession{}, errNoSession
-	}
-	token, sig, ok := strings.Cut(raw, ".")
-	if !ok || len(token) != 43 {
-		return webSession{}, errNoSession
-	}
-	got, err := b64url.DecodeString(sig)
-	if err != nil || !hmac.Equal(got, hmacOf(s.sessKey, token)) {
+	token, ok := s.checkSessionCookie(string(ctx.Request.Header.Cookie(s.sessName)))
+	if !ok {
 		return webSession{}, errNoSession
 	}
 	rec, err := w.store.Session(sessionRecordID(token))
@@ -86,6 +80,25 @@ func (w *Handler) session(ctx *fasthttp.RequestCtx, s *settings) (webSession, er
 		return webSession{}, errNoSession
 	}
 	return webSession{user: rec.User, token: token}, nil
+}
+
+// sessionCookie is the cookie value of a session token: TOKEN.MAC.
+func (s *settings) sessionCookie(token string) string {
+	return token + "." + b64url.EncodeToString(hmacOf(s.sessKey, token))
+}
+
+// checkSessionCookie returns the token of a session cookie whose MAC is
+// right; it does not ask the store whether the session lives.
+func (s *settings) checkSessionCookie(raw string) (token string, ok bool) {
+	token, sig, found := strings.Cut(raw, ".")
+	if !found || len(token) != 43 {
+		return "", false
+	}
+	got, err := b64url.DecodeString(sig)
+	if err != nil || !hmac.Equal(got, hmacOf(s.sessKey, token)) {
+		return "", false
+	}
+	return token, true
 }
 
 func (s *settings) csrfToken(sess webSession) string {
@@ -139,7 +152,7 @@ func (w *Handler) startLogin(ctx *fasthttp.RequestCtx, s *settings, next string)
 		w.message(ctx, s, fasthttp.StatusServiceUnavailable, msgUnavailable)
 		return
 	}
-	s.setCookie(ctx, s.stateName, b64url.EncodeToString(hmacOf(s.stateKey, state, next))+"."+b64url.EncodeToString([]byte(next)), stateTTL)
+	s.setCookie(ctx, s.stateName, s.stateCookie(state, next), stateTTL)
 	redirect := s.origin + s.base + "/callback"
 	var target string
 	if isWeComClient(ctx) {
@@ -237,10 +250,16 @@ func (w *Handler) callback(ctx *fasthttp.RequestCtx, s *settings) {
 		w.message(ctx, s, fasthttp.StatusServiceUnavailable, msgUnavailable)
 		return
 	}
-	s.setCookie(ctx, s.sessName, token+"."+b64url.EncodeToString(hmacOf(s.sessKey, token)), s.ttl)
+	s.setCookie(ctx, s.sessName, s.sessionCookie(token), s.ttl)
 	log.Info("history sign-in", "user", info.UserID, "app", s.loginApp)
 	ctx.Response.Header.Set("Location", next)
 	ctx.SetStatusCode(fasthttp.StatusSeeOther)
+}
+
+// stateCookie binds a sign-in's state and the page to return to to this
+// browser: MAC.NEXT, with NEXT in the clear (it is only a path of the page).
+func (s *settings) stateCookie(state, next string) string {
+	return b64url.EncodeToString(hmacOf(s.stateKey, state, next)) + "." + b64url.EncodeToString([]byte(next))
 }
 
 // checkState verifies the state cookie against the state WeCom sent back and

@@ -108,5 +108,5 @@ func benchHandler(tb testing.TB, n int) (*Handler, string) {
 	if !strings.HasPrefix(s.sessName, "wb_") {
 		tb.Fatalf("cookie name %s", s.sessName)
 	}
-	return br, token + "." + b64url.EncodeToString(hmacOf(s.sessKey, token))
+	return br, s.sessionCookie(token)
 }

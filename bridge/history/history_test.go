@@ -647,6 +647,7 @@ func checkInert(t *testing.T, body string) {
 
 // Markdown rendering keeps answers' formatting but none of their markup.
 func TestRenderMarkdownSafe(t *testing.T) {
+	md := newMarkdown()
 	for _, c := range []struct{ in, want, not string }{
 		{"**粗体** 和 `代码`", "<strong>粗体</strong> 和 <code>代码</code>", ""},
 		{"第一行\n第二行", "第一行<br>", ""},
@@ -665,9 +666,9 @@ func TestRenderMarkdownSafe(t *testing.T) {
 		{"![](data:image/png;base64,AAAA)", "[图片]", "<img"},
 		{"- [x] 完成", `type="checkbox"`, ""},
 	} {
-		got := string(renderMarkdown(c.in))
+		got := string(md.render(c.in))
 		if !strings.Contains(got, c.want) || (c.not != "" && strings.Contains(got, c.not)) {
-			t.Errorf("renderMarkdown(%q) = %q; want %q, not %q", c.in, got, c.want, c.not)
+			t.Errorf("render(%q) = %q; want %q, not %q", c.in, got, c.want, c.not)
 		}
 	}
 }

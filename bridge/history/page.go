@@ -212,7 +212,7 @@ func (w *Handler) buildPage(s *settings, v *historyView, entries []kv.Entry) *pa
 	if v.before != 0 {
 		pv.Newest = link("", search)
 	}
-	pv.Groups = groupEntries(entries, now)
+	pv.Groups = groupEntries(entries, now, w.ui.md)
 	if peek != nil && len(splitConversations(append(entries[:len(entries):len(entries)], *peek))) == len(pv.Groups) {
 		pv.Groups[len(pv.Groups)-1].Continued = true
 	}
@@ -258,7 +258,7 @@ func splitConversations(entries []kv.Entry) []int {
 }
 
 // groupEntries makes the views of a page's conversations.
-func groupEntries(entries []kv.Entry, now time.Time) []groupView {
+func groupEntries(entries []kv.Entry, now time.Time, md *markdown) []groupView {
 	starts := splitConversations(entries)
 	groups := make([]groupView, len(starts))
 	for g, from := range starts {
@@ -269,7 +269,7 @@ func groupEntries(entries []kv.Entry, now time.Time) []groupView {
 		run := entries[from:to]
 		gv := groupView{App: run[0].App, Entries: make([]entryView, len(run))}
 		for i := range run {
-			gv.Entries[i] = entryOf(&run[i], now)
+			gv.Entries[i] = entryOf(&run[i], now, md)
 			gv.Started = gv.Started || run[i].NewConv
 		}
 		if len(run) > 1 { // one entry shows its own time
@@ -280,7 +280,7 @@ func groupEntries(entries []kv.Entry, now time.Time) []groupView {
 	return groups
 }
 
-func entryOf(e *kv.Entry, now time.Time) entryView {
+func entryOf(e *kv.Entry, now time.Time, md *markdown) entryView {
 	ev := entryView{
 		ID: e.ID, Question: e.Question, State: string(e.Status),
 		Time: shortTime(e.Created, now), ISO: e.Created.In(chinaTime).Format(time.RFC3339),
@@ -302,7 +302,7 @@ func entryOf(e *kv.Entry, now time.Time) entryView {
 		ev.Label = string(e.Status)
 	}
 	if e.Answer != "" && ev.Plain == "" {
-		ev.Answer = renderMarkdown(e.Answer)
+		ev.Answer = md.render(e.Answer)
 	}
 	return ev
 }

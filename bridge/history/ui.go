@@ -22,6 +22,7 @@ var assetFS embed.FS
 
 // webUI holds the parsed templates and the static files.
 type webUI struct {
+	md     *markdown
 	tpl    *template.Template
 	files  map[string]staticFile // by name
 	urlFor map[string]string     // name → "static/<hash>/<name>" (without base)
@@ -35,7 +36,7 @@ type staticFile struct {
 }
 
 func newUI() (*webUI, error) {
-	u := &webUI{files: map[string]staticFile{}, urlFor: map[string]string{}}
+	u := &webUI{md: newMarkdown(), files: map[string]staticFile{}, urlFor: map[string]string{}}
 	entries, err := fs.ReadDir(assetFS, "assets/static")
 	if err != nil {
 		return nil, err
