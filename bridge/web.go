@@ -16,6 +16,7 @@ func historyConfig(c *Config) history.Config {
 		SessionKey: []byte(c.History.SessionKey.Value()),
 		SessionTTL: c.History.SessionTTL,
 		Admins:     c.History.Admins,
+		Retention:  c.Storage.Retention,
 	}
 }
 

@@ -103,7 +103,7 @@ func TestWebShowsAnsweredQuestion(t *testing.T) {
 	if st != http.StatusOK {
 		t.Fatalf("page: %d %s", st, body)
 	}
-	for _, want := range []string{"报销流程是什么？", "<strong>发票</strong>", "helpdesk", "/new · 新对话从这里开始"} {
+	for _, want := range []string{"报销流程是什么？", "<strong>发票</strong>", "helpdesk", "/new · 新对话从这里开始", "问答记录保留 180 天"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("page lacks %q", want)
 		}

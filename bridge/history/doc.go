@@ -23,6 +23,20 @@
 // [Handler.Reload], and sends every request for which [Handler.Handles] is
 // true to [Handler.Serve].
 //
+// # Attachments (issue 11, not built yet)
+//
+// Pictures, files and voice of a question will show on the page only to
+// their owner and admins. The access rule already lives in one place:
+// resolve authenticates the request and turns ?user= into the history it
+// may see (its own, or anyone's for an admin), answering the sign-in
+// redirect, 400 or 403 itself. A file route (/history/file/ENTRY/N) calls
+// resolve, then looks the entry up under that user (kv's Entry(user, id),
+// added to Store then), so an id of someone else's entry is a 404, and
+// serves the bytes through a reader the daemon passes in Deps; thumbnails,
+// names, sizes and transcriptions go into entryView. Such responses keep
+// the security headers, no-store, and Content-Disposition: attachment for
+// anything that is not an image.
+//
 // # Caveats
 //
 //   - WeCom userids are case-insensitive; the page folds ASCII letters of a

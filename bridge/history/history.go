@@ -53,6 +53,10 @@ type Config struct {
 	// Admins are the userids that may view anyone's history (history.admins);
 	// case does not matter.
 	Admins []string
+	// Retention is how long the daemon keeps history (storage.history_retention);
+	// the page tells users, so that old questions do not vanish unexplained.
+	// 0 means forever.
+	Retention time.Duration
 }
 
 // Store is the state the page reads and writes. *kv.Store satisfies it.
@@ -116,6 +120,7 @@ type settings struct {
 	loginApp  string
 	ttl       time.Duration
 	admins    map[string]bool // lower-case userids
+	keep      string          // the retention note; "" when history is kept forever
 	sessName  string
 	stateName string
 	// cookiePath scopes the cookies: "/" for __Host- cookies (required),
@@ -178,6 +183,7 @@ func (w *Handler) settings(cfg Config) (*settings, error) {
 		secure:   u.Scheme == "https",
 		loginApp: cfg.LoginApp,
 		ttl:      cfg.SessionTTL,
+		keep:     retentionNote(cfg.Retention),
 		admins:   map[string]bool{},
 	}
 	if s.ttl <= 0 {
@@ -206,6 +212,18 @@ func (w *Handler) settings(cfg Config) (*settings, error) {
 	s.stateKey = deriveKey(key, "wecom-bridge/history/state")
 	s.csrfKey = deriveKey(key, "wecom-bridge/history/csrf")
 	return s, nil
+}
+
+// retentionNote tells users how long their history stays.
+func retentionNote(d time.Duration) string {
+	switch {
+	case d <= 0:
+		return ""
+	case d < 48*time.Hour:
+		return fmt.Sprintf("问答记录保留 %d 小时，更早的会自动删除。", int((d+time.Hour-1)/time.Hour))
+	default:
+		return fmt.Sprintf("问答记录保留 %d 天，更早的会自动删除。", int(d/(24*time.Hour)))
+	}
 }
 
 // normUser is the form of a userid that lookups and comparisons use: WeCom

@@ -1188,3 +1188,25 @@ func TestHistorySecurityHeadersEverywhere(t *testing.T) {
 		})
 	}
 }
+
+// The page says how long history is kept, so that old questions do not
+// vanish unexplained; with no retention it says nothing, and a reload
+// changes it.
+func TestHistoryRetentionNote(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.Retention = 180 * 24 * time.Hour })
+	b := newBrowser(h, uaDesktop)
+	if p := b.login("zhangsan", "/history"); !strings.Contains(p.body, "问答记录保留 180 天，更早的会自动删除。") {
+		t.Errorf("no retention note:\n%s", p.body)
+	}
+	h.reload(func(c *Config) { c.Retention = 0 })
+	if p := b.get("/history"); p.status != http.StatusOK || strings.Contains(p.body, "问答记录保留") {
+		t.Errorf("history kept forever, but the page says otherwise: %d", p.status)
+	}
+	for d, want := range map[time.Duration]string{
+		time.Hour: "保留 1 小时", 90 * time.Minute: "保留 2 小时", 47 * time.Hour: "保留 47 小时", 48 * time.Hour: "保留 2 天", 30 * 24 * time.Hour: "保留 30 天",
+	} {
+		if got := retentionNote(d); !strings.Contains(got, want) {
+			t.Errorf("retentionNote(%v) = %q, want %q", d, got, want)
+		}
+	}
+}

@@ -121,6 +121,7 @@ type pageView struct {
 	ExportJSON    string
 	Clear         string // the page without the search
 	Mine          string // the admin's own page
+	Keep          string // how long history is kept; "" for forever
 }
 
 type groupView struct {
@@ -196,7 +197,7 @@ func (w *Handler) buildPage(s *settings, v *historyView, entries []kv.Entry) *pa
 		Base: s.base, User: v.sess.user, Target: v.target, Admin: v.admin, Others: v.viewing(),
 		Search: v.search, CSRF: s.csrfToken(v.sess),
 		ExportMD: link("/export.md", search), ExportJSON: link("/export.json", search),
-		Clear: link("", nil), Mine: s.base,
+		Clear: link("", nil), Mine: s.base, Keep: s.keep,
 	}
 	pv.Title = "问答记录"
 	if pv.Others {
