@@ -30,8 +30,8 @@ func TestHistoryBrowser(t *testing.T) {
 		t.Fatalf("the browser test needs Chromium at %s (apt-get install -y chromium; .ci/run does): %v", chromiumPath, err)
 	}
 	h := newHarness(t, nil)
-	// The browser talks to the daemon itself, so public_url must be the
-	// daemon's real address; the port is only known once it listens.
+	// The browser talks to the page itself, so public_url must be the
+	// page's real address; the port is only known once it listens.
 	h.reload(func(c *Config) { c.PublicURL = h.base })
 	seedBrowserData(t, h.store)
 	h.wc.SetLoginUser("zhangsan")
