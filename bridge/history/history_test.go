@@ -1210,3 +1210,40 @@ func TestHistoryRetentionNote(t *testing.T) {
 		}
 	}
 }
+
+// The page asks for the login app's client on every sign-in, because the
+// daemon swaps its clients on reload: a swapped client is used at once,
+// and without one the sign-in is a 503, not a crash or a stale client.
+func TestHistoryLoginClientSwapped(t *testing.T) {
+	h := newHarness(t, nil)
+	b := newBrowser(h, uaDesktop)
+	h.wc.SetLoginUser("zhangsan")
+	if loc := b.begin("/history"); queryOf(t, loc).Get("agentid") != "1000002" {
+		t.Fatalf("login redirect = %s", loc)
+	}
+	h.mu.Lock()
+	h.clients["helpdesk"] = h.newClient("secret-chat", 1000003) // what a reload of the app would do
+	h.mu.Unlock()
+	loc := b.begin("/history")
+	if queryOf(t, loc).Get("agentid") != "1000003" {
+		t.Fatalf("login redirect after the swap = %s", loc)
+	}
+	cb := b.atWeCom(loc)
+
+	// The app goes away between the start of a sign-in and its callback.
+	h.mu.Lock()
+	delete(h.clients, "helpdesk")
+	h.mu.Unlock()
+	p := b.get(cb)
+	if p.status != http.StatusServiceUnavailable || b.session() != nil || !strings.Contains(p.body, "服务暂时不可用") {
+		t.Fatalf("callback without a login client: %d\n%s", p.status, p.body)
+	}
+	checkSecurityHeaders(t, p)
+	p = newBrowser(h, uaDesktop).get("/history")
+	if p.status != http.StatusServiceUnavailable || !strings.Contains(p.body, "服务暂时不可用") {
+		t.Fatalf("sign-in without a login client: %d", p.status)
+	}
+	if !strings.Contains(h.logBuf.String(), "history.login_app names no configured app") {
+		t.Error("the operator is not told which setting is wrong")
+	}
+}
