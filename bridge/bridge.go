@@ -14,6 +14,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/wecom-bridge/wecom-bridge/bridge/history"
 	"github.com/wecom-bridge/wecom-bridge/kv"
 	"github.com/wecom-bridge/wecom-bridge/llm"
 	"github.com/wecom-bridge/wecom-bridge/wecom"
@@ -47,7 +48,7 @@ type Bridge struct {
 	budget  *budget
 	dupSeq  *dupSeqs
 	metrics *metrics
-	web     *web
+	web     *history.Handler
 
 	// clients keeps one WeCom API client per (corp, agent, secret, API
 	// base) across reloads, with its token cache and department cache.
@@ -368,7 +369,7 @@ func (b *Bridge) Reload(cfg *Config) error {
 	b.budget.setLimit(cfg.WeCom.PerMemberPerMinute)
 	b.startBots(rt)
 	if b.web != nil {
-		b.web.reload(cfg)
+		_ = b.web.Reload(historyConfig(cfg)) // logged; the page keeps its old settings
 	}
 	b.log.Info("config reloaded", "apps", len(cfg.Apps), "backends", len(cfg.Backends))
 	return nil

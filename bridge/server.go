@@ -82,8 +82,8 @@ func (b *Bridge) route(ctx *fasthttp.RequestCtx) {
 		b.writeBotMetrics(ctx)
 	case bytes.HasPrefix(path, []byte("/WW_verify_")):
 		b.verifyFile(ctx, string(path[1:]))
-	case b.web != nil && b.web.handles(path):
-		b.web.serve(ctx)
+	case b.web != nil && b.web.Handles(path):
+		b.web.Serve(ctx)
 	default:
 		ctx.Error("not found", fasthttp.StatusNotFound)
 	}

@@ -1,4 +1,4 @@
-package bridge
+package history
 
 import (
 	"context"
@@ -33,12 +33,14 @@ import (
 // hold usable cookies. A cookie whose MAC is wrong is refused before the
 // database is asked.
 
-var b64url = base64.RawURLEncoding
+// b64url is strict: a cookie has one spelling, so re-encoded copies of a
+// valid one are refused like any other.
+var b64url = base64.RawURLEncoding.Strict()
 
 func randomBytes(n int) []byte {
 	b := make([]byte, n)
 	if _, err := rand.Read(b); err != nil {
-		panic("bridge: crypto/rand failed: " + err.Error()) // never happens on Linux
+		panic("history: crypto/rand failed: " + err.Error()) // never happens on Linux
 	}
 	return b
 }
@@ -65,39 +67,50 @@ func sessionRecordID(token string) string {
 
 // session resolves the request's session cookie. Any failure — no cookie, a
 // bad MAC, an unknown, revoked or expired session — is errNoSession.
-func (w *web) session(ctx *fasthttp.RequestCtx, s *webSettings) (webSession, error) {
-	raw := string(ctx.Request.Header.Cookie(s.sessName))
-	if raw == "" {
+func (w *Handler) session(ctx *fasthttp.RequestCtx, s *settings) (webSession, error) {
+	token, ok := s.checkSessionCookie(string(ctx.Request.Header.Cookie(s.sessName)))
+	if !ok {
 		return webSession{}, errNoSession
 	}
-	token, sig, ok := strings.Cut(raw, ".")
-	if !ok || len(token) != 43 {
-		return webSession{}, errNoSession
-	}
-	got, err := b64url.DecodeString(sig)
-	if err != nil || !hmac.Equal(got, hmacOf(s.sessKey, token)) {
-		return webSession{}, errNoSession
-	}
-	rec, err := w.b.store.Session(sessionRecordID(token))
+	rec, err := w.store.Session(sessionRecordID(token))
 	if err != nil {
 		if !errors.Is(err, kv.ErrNotFound) {
-			w.b.log.Error("history page: cannot read session", "err", err)
+			w.log.Error("history page: cannot read session", "err", err)
 		}
 		return webSession{}, errNoSession
 	}
 	return webSession{user: rec.User, token: token}, nil
 }
 
-func (s *webSettings) csrfToken(sess webSession) string {
+// sessionCookie is the cookie value of a session token: TOKEN.MAC.
+func (s *settings) sessionCookie(token string) string {
+	return token + "." + b64url.EncodeToString(hmacOf(s.sessKey, token))
+}
+
+// checkSessionCookie returns the token of a session cookie whose MAC is
+// right; it does not ask the store whether the session lives.
+func (s *settings) checkSessionCookie(raw string) (token string, ok bool) {
+	token, sig, found := strings.Cut(raw, ".")
+	if !found || len(token) != 43 {
+		return "", false
+	}
+	got, err := b64url.DecodeString(sig)
+	if err != nil || !hmac.Equal(got, hmacOf(s.sessKey, token)) {
+		return "", false
+	}
+	return token, true
+}
+
+func (s *settings) csrfToken(sess webSession) string {
 	return b64url.EncodeToString(hmacOf(s.csrfKey, sess.token))
 }
 
-func (s *webSettings) checkCSRF(sess webSession, got string) bool {
+func (s *settings) checkCSRF(sess webSession, got string) bool {
 	want := s.csrfToken(sess)
 	return len(got) == len(want) && hmac.Equal([]byte(got), []byte(want))
 }
 
-func (s *webSettings) setCookie(ctx *fasthttp.RequestCtx, name, value string, maxAge time.Duration) {
+func (s *settings) setCookie(ctx *fasthttp.RequestCtx, name, value string, maxAge time.Duration) {
 	c := fasthttp.AcquireCookie()
 	defer fasthttp.ReleaseCookie(c)
 	c.SetKey(name)
@@ -122,10 +135,10 @@ func isWeComClient(ctx *fasthttp.RequestCtx) bool {
 }
 
 // startLogin sends the browser to WeCom to sign in, and back to next after.
-func (w *web) startLogin(ctx *fasthttp.RequestCtx, s *webSettings, next string) {
-	a := w.b.app(s.loginApp)
-	if a == nil {
-		w.b.log.Error("history page: history.login_app names no configured app", "login_app", s.loginApp)
+func (w *Handler) startLogin(ctx *fasthttp.RequestCtx, s *settings, next string) {
+	cl := w.client(s.loginApp)
+	if cl == nil {
+		w.log.Error("history page: history.login_app names no configured app", "login_app", s.loginApp)
 		w.message(ctx, s, fasthttp.StatusServiceUnavailable, msgUnavailable)
 		return
 	}
@@ -134,18 +147,18 @@ func (w *web) startLogin(ctx *fasthttp.RequestCtx, s *webSettings, next string) 
 	}
 	// WeCom allows only a-zA-Z0-9 in state, at most 128 bytes.
 	state := hex.EncodeToString(randomBytes(24))
-	if err := w.b.store.PutNonce(stateNonce(state), w.b.now().Add(stateTTL)); err != nil {
-		w.b.log.Error("history page: cannot store sign-in state", "err", err)
+	if err := w.store.PutNonce(stateNonce(state), w.now().Add(stateTTL)); err != nil {
+		w.log.Error("history page: cannot store sign-in state", "err", err)
 		w.message(ctx, s, fasthttp.StatusServiceUnavailable, msgUnavailable)
 		return
 	}
-	s.setCookie(ctx, s.stateName, b64url.EncodeToString(hmacOf(s.stateKey, state, next))+"."+b64url.EncodeToString([]byte(next)), stateTTL)
+	s.setCookie(ctx, s.stateName, s.stateCookie(state, next), stateTTL)
 	redirect := s.origin + s.base + "/callback"
 	var target string
 	if isWeComClient(ctx) {
-		target = a.client.OAuthURL(redirect, state)
+		target = cl.OAuthURL(redirect, state)
 	} else {
-		target = a.client.QRLoginURL(redirect, state)
+		target = cl.QRLoginURL(redirect, state)
 	}
 	ctx.Response.Header.Set("Location", target)
 	ctx.SetStatusCode(fasthttp.StatusFound)
@@ -155,7 +168,7 @@ func stateNonce(state string) string { return "history-state:" + state }
 
 // safeNext accepts only a path of this page (it starts with base, so it can
 // never be read as another host), of a size that fits in a cookie.
-func (s *webSettings) safeNext(next string) bool {
+func (s *settings) safeNext(next string) bool {
 	if next != s.base && !strings.HasPrefix(next, s.base+"/") && !strings.HasPrefix(next, s.base+"?") {
 		return false
 	}
@@ -176,13 +189,13 @@ const maxNext = 1024
 
 // callback finishes a sign-in: check the state, exchange the code, start a
 // session.
-func (w *web) callback(ctx *fasthttp.RequestCtx, s *webSettings) {
+func (w *Handler) callback(ctx *fasthttp.RequestCtx, s *settings) {
 	args := ctx.QueryArgs()
 	state := string(args.Peek("state"))
 	code := string(args.Peek("code"))
 	cookie := string(ctx.Request.Header.Cookie(s.stateName))
 	s.setCookie(ctx, s.stateName, "", 0) // whatever happens, the state is spent
-	log := w.b.log.With("remote", ctx.RemoteIP().String())
+	log := w.log.With("remote", ctx.RemoteIP().String())
 
 	next, ok := s.checkState(state, cookie)
 	if !ok {
@@ -190,7 +203,7 @@ func (w *web) callback(ctx *fasthttp.RequestCtx, s *webSettings) {
 		w.message(ctx, s, fasthttp.StatusBadRequest, msgBadState)
 		return
 	}
-	fresh, err := w.b.store.TakeNonce(stateNonce(state))
+	fresh, err := w.store.TakeNonce(stateNonce(state))
 	if err != nil {
 		log.Error("history page: cannot check sign-in state", "err", err)
 		w.message(ctx, s, fasthttp.StatusServiceUnavailable, msgUnavailable)
@@ -206,13 +219,13 @@ func (w *web) callback(ctx *fasthttp.RequestCtx, s *webSettings) {
 		w.message(ctx, s, fasthttp.StatusBadRequest, msgNoCode)
 		return
 	}
-	a := w.b.app(s.loginApp)
-	if a == nil {
+	cl := w.client(s.loginApp)
+	if cl == nil {
 		w.message(ctx, s, fasthttp.StatusServiceUnavailable, msgUnavailable)
 		return
 	}
-	cctx, cancel := context.WithTimeout(w.b.root, wecomTimeout)
-	info, err := a.client.UserInfo(cctx, code)
+	cctx, cancel := context.WithTimeout(w.root, wecomTimeout)
+	info, err := cl.UserInfo(cctx, code)
 	cancel()
 	if err != nil {
 		var ae *wecom.APIError
@@ -231,21 +244,27 @@ func (w *web) callback(ctx *fasthttp.RequestCtx, s *webSettings) {
 		return
 	}
 	token := b64url.EncodeToString(randomBytes(32))
-	expires := w.b.now().Add(s.ttl)
-	if err := w.b.store.PutSession(kv.Session{ID: sessionRecordID(token), User: info.UserID, Expires: expires}); err != nil {
+	expires := w.now().Add(s.ttl)
+	if err := w.store.PutSession(kv.Session{ID: sessionRecordID(token), User: info.UserID, Expires: expires}); err != nil {
 		log.Error("history page: cannot store session", "err", err)
 		w.message(ctx, s, fasthttp.StatusServiceUnavailable, msgUnavailable)
 		return
 	}
-	s.setCookie(ctx, s.sessName, token+"."+b64url.EncodeToString(hmacOf(s.sessKey, token)), s.ttl)
+	s.setCookie(ctx, s.sessName, s.sessionCookie(token), s.ttl)
 	log.Info("history sign-in", "user", info.UserID, "app", s.loginApp)
 	ctx.Response.Header.Set("Location", next)
 	ctx.SetStatusCode(fasthttp.StatusSeeOther)
 }
 
+// stateCookie binds a sign-in's state and the page to return to to this
+// browser: MAC.NEXT, with NEXT in the clear (it is only a path of the page).
+func (s *settings) stateCookie(state, next string) string {
+	return b64url.EncodeToString(hmacOf(s.stateKey, state, next)) + "." + b64url.EncodeToString([]byte(next))
+}
+
 // checkState verifies the state cookie against the state WeCom sent back and
 // returns the page to go to.
-func (s *webSettings) checkState(state, cookie string) (next string, ok bool) {
+func (s *settings) checkState(state, cookie string) (next string, ok bool) {
 	if state == "" || len(state) > 128 || cookie == "" {
 		return "", false
 	}
@@ -269,7 +288,7 @@ func (s *webSettings) checkState(state, cookie string) (next string, ok bool) {
 }
 
 // logout revokes the session. Without a valid CSRF token nothing changes.
-func (w *web) logout(ctx *fasthttp.RequestCtx, s *webSettings) {
+func (w *Handler) logout(ctx *fasthttp.RequestCtx, s *settings) {
 	sess, err := w.session(ctx, s)
 	if err != nil {
 		// No session to end; clear a stale cookie anyway.
@@ -279,17 +298,17 @@ func (w *web) logout(ctx *fasthttp.RequestCtx, s *webSettings) {
 		return
 	}
 	if !s.checkCSRF(sess, string(ctx.PostArgs().Peek("csrf"))) {
-		w.b.log.Warn("history logout refused: bad CSRF token", "user", sess.user, "remote", ctx.RemoteIP().String())
+		w.log.Warn("history logout refused: bad CSRF token", "user", sess.user, "remote", ctx.RemoteIP().String())
 		w.message(ctx, s, fasthttp.StatusForbidden, msgBadCSRF)
 		return
 	}
-	if err := w.b.store.DeleteSession(sessionRecordID(sess.token)); err != nil {
-		w.b.log.Error("history page: cannot delete session", "err", err)
+	if err := w.store.DeleteSession(sessionRecordID(sess.token)); err != nil {
+		w.log.Error("history page: cannot delete session", "err", err)
 		w.message(ctx, s, fasthttp.StatusServiceUnavailable, msgUnavailable)
 		return
 	}
 	s.setCookie(ctx, s.sessName, "", 0)
-	w.b.log.Info("history sign-out", "user", sess.user)
+	w.log.Info("history sign-out", "user", sess.user)
 	ctx.Response.Header.Set("Location", s.base+"/signed-out")
 	ctx.SetStatusCode(fasthttp.StatusSeeOther)
 }

@@ -1,4 +1,4 @@
-package bridge
+package history
 
 import (
 	"bytes"
@@ -24,28 +24,38 @@ import (
 // the page's CSP loads no image from elsewhere and a remote image would tell
 // a third party who read the answer, and when.
 
-var mdRenderer = goldmark.New(
-	goldmark.WithExtensions(
-		extension.NewTable(extension.WithTableCellAlignMethod(extension.TableCellAlignAttribute)),
-		extension.Strikethrough,
-		extension.Linkify,
-		extension.TaskList,
-	),
-	goldmark.WithRendererOptions(
-		// Chat answers use single line breaks as breaks.
-		html.WithHardWraps(),
-		renderer.WithNodeRenderers(util.Prioritized(safeLinks{}, 100)),
-	),
-)
+// markdown renders answers; one is built with the page and shared by all
+// requests.
+type markdown struct {
+	md   goldmark.Markdown
+	bufs sync.Pool
+}
 
-var mdBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+func newMarkdown() *markdown {
+	return &markdown{
+		md: goldmark.New(
+			goldmark.WithExtensions(
+				extension.NewTable(extension.WithTableCellAlignMethod(extension.TableCellAlignAttribute)),
+				extension.Strikethrough,
+				extension.Linkify,
+				extension.TaskList,
+			),
+			goldmark.WithRendererOptions(
+				// Chat answers use single line breaks as breaks.
+				html.WithHardWraps(),
+				renderer.WithNodeRenderers(util.Prioritized(safeLinks{}, 100)),
+			),
+		),
+		bufs: sync.Pool{New: func() any { return new(bytes.Buffer) }},
+	}
+}
 
-// renderMarkdown turns an answer into safe HTML.
-func renderMarkdown(src string) template.HTML {
-	buf := mdBufs.Get().(*bytes.Buffer)
+// render turns an answer into safe HTML.
+func (m *markdown) render(src string) template.HTML {
+	buf := m.bufs.Get().(*bytes.Buffer)
 	buf.Reset()
-	defer mdBufs.Put(buf)
-	if err := mdRenderer.Convert([]byte(src), buf); err != nil {
+	defer m.bufs.Put(buf)
+	if err := m.md.Convert([]byte(src), buf); err != nil {
 		// goldmark does not fail on any input; if it ever does, show text.
 		return template.HTML("<p>" + template.HTMLEscapeString(src) + "</p>")
 	}

@@ -1,4 +1,4 @@
-package bridge
+package history
 
 import (
 	"context"
@@ -29,17 +29,10 @@ func TestHistoryBrowser(t *testing.T) {
 		// Not a skip: in CI a missing browser must not pass silently.
 		t.Fatalf("the browser test needs Chromium at %s (apt-get install -y chromium; .ci/run does): %v", chromiumPath, err)
 	}
-	h := newHarness(t, "")
-	// The browser talks to the daemon itself, so public_url must be the
-	// daemon's real address; the port is only known once it listens.
-	cfg, err := Parse("test.toml", []byte(strings.Replace(h.configText(),
-		`public_url = "https://bot.example.com"`, `public_url = "`+h.base+`"`, 1)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := h.b.Reload(cfg); err != nil {
-		t.Fatal(err)
-	}
+	h := newHarness(t, nil)
+	// The browser talks to the page itself, so public_url must be the
+	// page's real address; the port is only known once it listens.
+	h.reload(func(c *Config) { c.PublicURL = h.base })
 	seedBrowserData(t, h.store)
 	h.wc.SetLoginUser("zhangsan")
 
@@ -62,7 +55,7 @@ func TestHistoryBrowser(t *testing.T) {
 	defer cancelBrowser()
 
 	// The first action starts the browser; it must not run under a timeout.
-	err = chromedp.Do(bctx,
+	err := chromedp.Do(bctx,
 		chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2), chromedp.EmulateMobile, chromedp.EmulatePortrait, chromedp.EmulateTouch),
 		chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
 			if _, err := cdp.Call(ctx, tg, emulation.SetUserAgentOverride, emulation.SetUserAgentOverrideParams{UserAgent: uaWeCom, AcceptLanguage: "zh-CN"}); err != nil {

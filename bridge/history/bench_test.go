@@ -1,4 +1,4 @@
-package bridge
+package history
 
 import (
 	"fmt"
@@ -36,7 +36,7 @@ const benchAnswer = `报销流程分为三步：
 // handler (session check, history read, Markdown, template), for a user
 // with 10,000 stored questions and answers.
 func BenchmarkHistoryPage(b *testing.B) {
-	br, cookie := benchBridge(b, 10000)
+	br, cookie := benchHandler(b, 10000)
 	for _, c := range []struct{ name, uri string }{
 		{"newest", "/history"},
 		{"older", "/history?before=5000"},
@@ -50,7 +50,10 @@ func BenchmarkHistoryPage(b *testing.B) {
 				ctx.Response.Reset()
 				ctx.Request.SetRequestURI(c.uri)
 				ctx.Request.Header.SetCookie("wb_session", cookie)
-				br.route(&ctx)
+				if !br.Handles(ctx.Path()) {
+					b.Fatal("not the page's path")
+				}
+				br.Serve(&ctx)
 				if ctx.Response.StatusCode() != fasthttp.StatusOK || len(ctx.Response.Body()) < 1000 {
 					b.Fatalf("status %d, %d bytes", ctx.Response.StatusCode(), len(ctx.Response.Body()))
 				}
@@ -59,39 +62,19 @@ func BenchmarkHistoryPage(b *testing.B) {
 	}
 }
 
-// benchBridge builds a daemon (not listening) with one user's history of n
-// entries and returns it with a session cookie for that user.
-func benchBridge(tb testing.TB, n int) (*Bridge, string) {
+// benchHandler builds the page (not listening) with one user's history of
+// n entries and returns it with a session cookie for that user.
+func benchHandler(tb testing.TB, n int) (*Handler, string) {
 	tb.Helper()
-	dir := tb.TempDir()
-	cfg, err := Parse("bench.toml", []byte(fmt.Sprintf(`
-[server]
-public_url = "http://bot.example.com"
-[storage]
-path = %q
-[wecom]
-corp_id = %q
-[[apps]]
-name = "helpdesk"
-agent_id = 1000002
-secret = "s"
-token = %q
-encoding_aes_key = %q
-backend = "kb"
-[backends.kb]
-type = "dify"
-base_url = "http://127.0.0.1:1/v1"
-api_key = "app-x"
-`, filepath.Join(dir, "b.db"), testCorp, testToken, testAESKey)))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	st, err := kv.Open(cfg.Storage.Path, kv.Options{NoSync: true})
+	st, err := kv.Open(filepath.Join(tb.TempDir(), "b.db"), kv.Options{NoSync: true})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { st.Close() })
-	br, err := New(cfg, Deps{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Store: st})
+	br, err := New(Config{PublicURL: "http://bot.example.com", LoginApp: "helpdesk"}, Deps{
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Store: st,
+		LoginClient: func(string) LoginClient { return nil }, // every request has a session
+	})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -121,9 +104,9 @@ api_key = "app-x"
 	if err := st.PutSession(kv.Session{ID: sessionRecordID(token), User: "heavy", Expires: time.Now().Add(time.Hour)}); err != nil {
 		tb.Fatal(err)
 	}
-	s := br.web.set.Load()
+	s := br.set.Load()
 	if !strings.HasPrefix(s.sessName, "wb_") {
 		tb.Fatalf("cookie name %s", s.sessName)
 	}
-	return br, token + "." + b64url.EncodeToString(hmacOf(s.sessKey, token))
+	return br, s.sessionCookie(token)
 }

@@ -1,4 +1,4 @@
-package bridge
+package history
 
 import (
 	"crypto/sha256"
@@ -22,6 +22,7 @@ var assetFS embed.FS
 
 // webUI holds the parsed templates and the static files.
 type webUI struct {
+	md     *markdown
 	tpl    *template.Template
 	files  map[string]staticFile // by name
 	urlFor map[string]string     // name → "static/<hash>/<name>" (without base)
@@ -35,7 +36,7 @@ type staticFile struct {
 }
 
 func newUI() (*webUI, error) {
-	u := &webUI{files: map[string]staticFile{}, urlFor: map[string]string{}}
+	u := &webUI{md: newMarkdown(), files: map[string]staticFile{}, urlFor: map[string]string{}}
 	entries, err := fs.ReadDir(assetFS, "assets/static")
 	if err != nil {
 		return nil, err
@@ -68,13 +69,12 @@ func newUI() (*webUI, error) {
 
 // static serves an embedded file. The hashed URL is immutable; any other
 // version of it (an old hash) gets the current file, revalidated by ETag.
-func (u *webUI) static(ctx *fasthttp.RequestCtx, rest string) {
+// It reports false, having written nothing, when there is no such file.
+func (u *webUI) static(ctx *fasthttp.RequestCtx, rest string) bool {
 	hash, name, ok := strings.Cut(rest, "/")
 	f, found := u.files[name]
 	if !ok || !found {
-		ctx.Response.Header.Set("Cache-Control", "no-store")
-		ctx.Error("not found", fasthttp.StatusNotFound)
-		return
+		return false
 	}
 	h := &ctx.Response.Header
 	h.Set("ETag", f.etag)
@@ -85,10 +85,11 @@ func (u *webUI) static(ctx *fasthttp.RequestCtx, rest string) {
 	}
 	if string(ctx.Request.Header.Peek("If-None-Match")) == f.etag {
 		ctx.SetStatusCode(fasthttp.StatusNotModified)
-		return
+		return true
 	}
 	h.SetContentType(f.ctype)
 	ctx.SetBody(f.body)
+	return true
 }
 
 // webMessage is the text of a small page: a sign-in problem, a refusal, the
@@ -122,11 +123,11 @@ type messageView struct {
 	Href string // absolute path of the action link
 }
 
-func (w *web) message(ctx *fasthttp.RequestCtx, s *webSettings, status int, m webMessage) {
+func (w *Handler) message(ctx *fasthttp.RequestCtx, s *settings, status int, m webMessage) {
 	v := messageView{webMessage: m, Base: s.base, Href: s.base + m.Href}
 	ctx.SetStatusCode(status)
 	ctx.SetContentType("text/html; charset=utf-8")
 	if err := w.ui.tpl.ExecuteTemplate(ctx, "message.html", v); err != nil {
-		w.b.log.Error("history page: render message", "err", err)
+		w.log.Error("history page: render message", "err", err)
 	}
 }

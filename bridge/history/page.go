@@ -1,4 +1,4 @@
-package bridge
+package history
 
 import (
 	"bytes"
@@ -29,12 +29,12 @@ type historyView struct {
 }
 
 // viewing reports an admin looking at someone else's history.
-func (v *historyView) viewing() bool { return v.target != v.sess.user }
+func (v *historyView) viewing() bool { return normUser(v.target) != normUser(v.sess.user) }
 
 // resolve authenticates the request and checks what it asks for. It answers
 // the request itself (sign-in redirect, 400 or 403) and returns false when
 // nothing more is to be done.
-func (w *web) resolve(ctx *fasthttp.RequestCtx, s *webSettings) (*historyView, bool) {
+func (w *Handler) resolve(ctx *fasthttp.RequestCtx, s *settings) (*historyView, bool) {
 	sess, err := w.session(ctx, s)
 	if err != nil {
 		if len(ctx.Request.Header.Cookie(s.sessName)) > 0 {
@@ -44,14 +44,16 @@ func (w *web) resolve(ctx *fasthttp.RequestCtx, s *webSettings) (*historyView, b
 		return nil, false
 	}
 	args := ctx.QueryArgs()
-	v := &historyView{sess: sess, target: sess.user, admin: s.admins[strings.ToLower(sess.user)]}
-	if u := strings.TrimSpace(string(args.Peek("user"))); u != "" && !strings.EqualFold(u, sess.user) {
+	v := &historyView{sess: sess, target: sess.user, admin: s.admins[normUser(sess.user)]}
+	// WeCom userids ignore case: ?user=BOB is bob, and naming oneself in
+	// any case is one's own page.
+	if u := normUser(strings.TrimSpace(string(args.Peek("user")))); u != "" && u != normUser(sess.user) {
 		if !validUserID(u) {
 			w.message(ctx, s, fasthttp.StatusBadRequest, msgBadRequest)
 			return nil, false
 		}
 		if !v.admin {
-			w.b.log.Warn("history page: user asked for another user's history", "user", sess.user, "asked", u)
+			w.log.Warn("history page: user asked for another user's history", "user", sess.user, "asked", u)
 			w.message(ctx, s, fasthttp.StatusForbidden, msgForbidden)
 			return nil, false
 		}
@@ -74,14 +76,14 @@ func (w *web) resolve(ctx *fasthttp.RequestCtx, s *webSettings) (*historyView, b
 		v.before = n
 	}
 	if v.viewing() {
-		w.b.log.Info("history page: admin views a user's history", "admin", sess.user, "user", v.target)
+		w.log.Info("history page: admin views a user's history", "admin", sess.user, "user", v.target)
 	}
 	return v, true
 }
 
 // requestPath is the request's path and query as the browser sent it to
 // the public URL, for returning after sign-in.
-func requestPath(ctx *fasthttp.RequestCtx, s *webSettings) string {
+func requestPath(ctx *fasthttp.RequestCtx, s *settings) string {
 	p := string(ctx.Path())
 	if !strings.HasPrefix(p, s.base) {
 		p = s.prefix + p
@@ -119,6 +121,7 @@ type pageView struct {
 	ExportJSON    string
 	Clear         string // the page without the search
 	Mine          string // the admin's own page
+	Keep          string // how long history is kept; "" for forever
 }
 
 type groupView struct {
@@ -142,30 +145,30 @@ type entryView struct {
 	Plain     string // a fixed reply (a refusal), shown as text
 }
 
-func (w *web) page(ctx *fasthttp.RequestCtx, s *webSettings) {
+func (w *Handler) page(ctx *fasthttp.RequestCtx, s *settings) {
 	v, ok := w.resolve(ctx, s)
 	if !ok {
 		return
 	}
 	// One entry more than shown: it tells whether there is a next page,
 	// and whether the last conversation shown goes on there.
-	entries, _, err := w.b.store.History(kv.HistoryQuery{User: v.target, Before: v.before, Limit: pageSize + 1, Search: v.search})
+	entries, _, err := w.store.History(kv.HistoryQuery{User: v.target, Before: v.before, Limit: pageSize + 1, Search: v.search})
 	if err != nil {
-		w.b.log.Error("history page: cannot read history", "err", err)
+		w.log.Error("history page: cannot read history", "err", err)
 		w.message(ctx, s, fasthttp.StatusServiceUnavailable, msgUnavailable)
 		return
 	}
 	pv := w.buildPage(s, v, entries)
 	ctx.SetContentType("text/html; charset=utf-8")
 	if err := w.ui.tpl.ExecuteTemplate(ctx, "history.html", pv); err != nil {
-		w.b.log.Error("history page: render", "err", err)
+		w.log.Error("history page: render", "err", err)
 	}
 }
 
 // buildPage makes the view of up to pageSize entries; a further entry, if
 // given, is only looked at.
-func (w *web) buildPage(s *webSettings, v *historyView, entries []kv.Entry) *pageView {
-	now := w.b.now()
+func (w *Handler) buildPage(s *settings, v *historyView, entries []kv.Entry) *pageView {
+	now := w.now()
 	var next uint64
 	var peek *kv.Entry
 	if len(entries) > pageSize {
@@ -194,7 +197,7 @@ func (w *web) buildPage(s *webSettings, v *historyView, entries []kv.Entry) *pag
 		Base: s.base, User: v.sess.user, Target: v.target, Admin: v.admin, Others: v.viewing(),
 		Search: v.search, CSRF: s.csrfToken(v.sess),
 		ExportMD: link("/export.md", search), ExportJSON: link("/export.json", search),
-		Clear: link("", nil), Mine: s.base,
+		Clear: link("", nil), Mine: s.base, Keep: s.keep,
 	}
 	pv.Title = "问答记录"
 	if pv.Others {
@@ -210,7 +213,7 @@ func (w *web) buildPage(s *webSettings, v *historyView, entries []kv.Entry) *pag
 	if v.before != 0 {
 		pv.Newest = link("", search)
 	}
-	pv.Groups = groupEntries(entries, now)
+	pv.Groups = groupEntries(entries, now, w.ui.md)
 	if peek != nil && len(splitConversations(append(entries[:len(entries):len(entries)], *peek))) == len(pv.Groups) {
 		pv.Groups[len(pv.Groups)-1].Continued = true
 	}
@@ -256,7 +259,7 @@ func splitConversations(entries []kv.Entry) []int {
 }
 
 // groupEntries makes the views of a page's conversations.
-func groupEntries(entries []kv.Entry, now time.Time) []groupView {
+func groupEntries(entries []kv.Entry, now time.Time, md *markdown) []groupView {
 	starts := splitConversations(entries)
 	groups := make([]groupView, len(starts))
 	for g, from := range starts {
@@ -267,7 +270,7 @@ func groupEntries(entries []kv.Entry, now time.Time) []groupView {
 		run := entries[from:to]
 		gv := groupView{App: run[0].App, Entries: make([]entryView, len(run))}
 		for i := range run {
-			gv.Entries[i] = entryOf(&run[i], now)
+			gv.Entries[i] = entryOf(&run[i], now, md)
 			gv.Started = gv.Started || run[i].NewConv
 		}
 		if len(run) > 1 { // one entry shows its own time
@@ -278,7 +281,7 @@ func groupEntries(entries []kv.Entry, now time.Time) []groupView {
 	return groups
 }
 
-func entryOf(e *kv.Entry, now time.Time) entryView {
+func entryOf(e *kv.Entry, now time.Time, md *markdown) entryView {
 	ev := entryView{
 		ID: e.ID, Question: e.Question, State: string(e.Status),
 		Time: shortTime(e.Created, now), ISO: e.Created.In(chinaTime).Format(time.RFC3339),
@@ -300,7 +303,7 @@ func entryOf(e *kv.Entry, now time.Time) entryView {
 		ev.Label = string(e.Status)
 	}
 	if e.Answer != "" && ev.Plain == "" {
-		ev.Answer = renderMarkdown(e.Answer)
+		ev.Answer = md.render(e.Answer)
 	}
 	return ev
 }
@@ -374,7 +377,7 @@ type exportDoc struct {
 const maxExport = 100000
 
 // export sends the whole history (or the search's matches), oldest first.
-func (w *web) export(ctx *fasthttp.RequestCtx, s *webSettings, format string) {
+func (w *Handler) export(ctx *fasthttp.RequestCtx, s *settings, format string) {
 	v, ok := w.resolve(ctx, s)
 	if !ok {
 		return
@@ -382,9 +385,9 @@ func (w *web) export(ctx *fasthttp.RequestCtx, s *webSettings, format string) {
 	var all []kv.Entry
 	before := uint64(0)
 	for len(all) < maxExport {
-		page, next, err := w.b.store.History(kv.HistoryQuery{User: v.target, Before: before, Limit: 500, Search: v.search})
+		page, next, err := w.store.History(kv.HistoryQuery{User: v.target, Before: before, Limit: 500, Search: v.search})
 		if err != nil {
-			w.b.log.Error("history page: cannot read history for export", "err", err)
+			w.log.Error("history page: cannot read history for export", "err", err)
 			w.message(ctx, s, fasthttp.StatusServiceUnavailable, msgUnavailable)
 			return
 		}
@@ -397,11 +400,11 @@ func (w *web) export(ctx *fasthttp.RequestCtx, s *webSettings, format string) {
 	for i, j := 0, len(all)-1; i < j; i, j = i+1, j-1 {
 		all[i], all[j] = all[j], all[i]
 	}
-	now := w.b.now()
+	now := w.now()
 	name := fmt.Sprintf("wecom-history-%s-%s.%s", fileSafe(v.target), now.In(chinaTime).Format("20060102"), format)
 	ctx.Response.Header.Set("Content-Disposition", `attachment; filename="`+name+`"`)
 	if v.viewing() {
-		w.b.log.Info("history page: admin exports a user's history", "admin", v.sess.user, "user", v.target, "format", format)
+		w.log.Info("history page: admin exports a user's history", "admin", v.sess.user, "user", v.target, "format", format)
 	}
 	if format == "json" {
 		doc := exportDoc{User: v.target, ExportedAt: now.UTC(), Search: v.search, Order: "oldest_first", Count: len(all), Entries: make([]exportEntry, len(all))}
@@ -416,7 +419,7 @@ func (w *web) export(ctx *fasthttp.RequestCtx, s *webSettings, format string) {
 		enc := json.NewEncoder(ctx)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(doc); err != nil {
-			w.b.log.Error("history page: export", "err", err)
+			w.log.Error("history page: export", "err", err)
 		}
 		return
 	}
