@@ -619,3 +619,25 @@ func TestConfigParseForSimulate(t *testing.T) {
 		t.Fatalf("bad duration in simulate: %v", err)
 	}
 }
+
+// Whatever [texts] failed an operator writes, if validation accepts it,
+// formatting it with the reference id shows no fmt error and the id once.
+func FuzzConfigTextsFailed(f *testing.F) {
+	for _, s := range []string{DefaultTexts().Failed, "%s", "100%% %s", "%d", "%", "%[1]s", "%-5s", "%s%s", "%%s", "出错 %v", "a%!s"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, text string) {
+		tx := DefaultTexts()
+		tx.Failed = text
+		if tx.validate() != nil {
+			return
+		}
+		got := fmt.Sprintf(tx.Failed, "REF8C1D")
+		if strings.Contains(got, "%!") && !strings.Contains(text, "%!") {
+			t.Fatalf("accepted %q formats as %q", text, got)
+		}
+		if strings.Count(got, "REF8C1D") < 1 {
+			t.Fatalf("accepted %q loses the reference id: %q", text, got)
+		}
+	})
+}
