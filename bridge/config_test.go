@@ -202,7 +202,7 @@ func TestExampleConfigDocumentsEveryKey(t *testing.T) {
 		}
 	}
 	walk(reflect.TypeOf(Config{}), "")
-	for _, table := range []string{"[server.verify_files]", "[apps.inputs]"} {
+	for _, table := range []string{"[server.verify_files]", "[apps.inputs]", "[bots.inputs]", "[[bots]]"} {
 		if !strings.Contains(string(data), table) {
 			t.Errorf("config.example.toml does not show %s", table)
 		}
