@@ -306,9 +306,6 @@ func LoadForSimulate(path string, ch SimulateChoice) (*Config, SimulateChoice, e
 // defaults to a loopback URL, and the resolved choice names the app or bot
 // and its backend, for simulate to say which it picked.
 func ParseForSimulate(name string, data []byte, ch SimulateChoice) (*Config, SimulateChoice, error) {
-	if ch.App == "" && ch.Bot == "" && ch.Backend == "" {
-		ch.App = "" // resolved after decoding, in file order
-	}
 	return parse(name, data, &ch)
 }
 
