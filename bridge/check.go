@@ -121,7 +121,7 @@ func (c *checker) app(ctx context.Context, ac AppConfig) []checkRow {
 	sctx, cancel := context.WithTimeout(ctx, checkStepTimeout)
 	_, err = cl.Token(sctx)
 	cancel()
-	rows = append(rows, row(ac.Name, "gettoken", err, "corp_id and secret accepted"))
+	rows = append(rows, row(ac.Name, "gettoken", err, "corp_id 和 secret 正确 / corp_id and secret accepted"))
 	if err == nil {
 		sctx, cancel := context.WithTimeout(ctx, checkStepTimeout)
 		info, err := cl.Agent(sctx)
@@ -130,9 +130,9 @@ func (c *checker) app(ctx context.Context, ac AppConfig) []checkRow {
 		if err == nil {
 			detail = fmt.Sprintf("应用「%s」, 可见范围: %d user(s), %d department(s), %d tag(s)", info.Name, len(info.AllowUsers), len(info.AllowParties), len(info.AllowTags))
 			if info.Closed {
-				err = errors.New("the app is disabled (应用已停用): enable it in 应用管理")
+				err = errors.New("应用已停用：请在 应用管理 中启用 / the app is disabled: enable it in 应用管理")
 			} else if len(info.AllowUsers)+len(info.AllowParties)+len(info.AllowTags) == 0 {
-				err = errors.New("nobody is in the app's 可见范围, so no one can receive its messages: add members in 应用管理 → 应用 → 可见范围")
+				err = errors.New("应用的可见范围为空，没有人能收到它的消息：在 应用管理 → 应用 → 可见范围 中添加成员 / nobody is in the app's 可见范围, so no one can receive its messages: add members in 应用管理 → 应用 → 可见范围")
 			}
 		}
 		rows = append(rows, row(ac.Name, "agent/get (can send)", err, detail))
@@ -291,7 +291,7 @@ func probeCallback(ctx context.Context, hc *http.Client, cfg *Config, ac AppConf
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
 	if resp.StatusCode == http.StatusOK && string(body) == "wecom-bridge-check" {
-		row.status, row.detail = "OK", target+" answers WeCom's URL verification"
+		row.status, row.detail = "OK", target+" 通过企业微信的 URL 验证 / answers WeCom's URL verification"
 		return row
 	}
 	row.detail = fmt.Sprintf("%s 返回 HTTP %d：这个地址后面是别的程序，或 token / encoding_aes_key 与正在运行的守护进程不同？/ %s answered HTTP %d: is another program behind this URL, or do token/encoding_aes_key differ from the running daemon?", target, resp.StatusCode, target, resp.StatusCode)

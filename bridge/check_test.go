@@ -32,7 +32,8 @@ func TestCheckCommand(t *testing.T) {
 	if !ok {
 		t.Fatalf("check failed on a good setup:\n%s", out.String())
 	}
-	for _, want := range []string{"gettoken", "OK", "agent/get", "backend kb (dify)", "backend chat (openai)", "answers WeCom's URL verification"} {
+	for _, want := range []string{"gettoken", "OK", "agent/get", "backend kb (dify)", "backend chat (openai)", "answers WeCom's URL verification",
+		"corp_id 和 secret 正确", "通过企业微信的 URL 验证"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, out.String())
 		}

@@ -306,9 +306,6 @@ func LoadForSimulate(path string, ch SimulateChoice) (*Config, SimulateChoice, e
 // defaults to a loopback URL, and the resolved choice names the app or bot
 // and its backend, for simulate to say which it picked.
 func ParseForSimulate(name string, data []byte, ch SimulateChoice) (*Config, SimulateChoice, error) {
-	if ch.App == "" && ch.Bot == "" && ch.Backend == "" {
-		ch.App = "" // resolved after decoding, in file order
-	}
 	return parse(name, data, &ch)
 }
 
@@ -317,19 +314,21 @@ func ParseForSimulate(name string, data []byte, ch SimulateChoice) (*Config, Sim
 func parse(name string, data []byte, sim *SimulateChoice) (*Config, SimulateChoice, error) {
 	var cfg Config
 	var choice SimulateChoice
-	// A first, schema-less decode: durations are checked against the raw
-	// TOML values (the decoder reads a bare integer as nanoseconds and stops
-	// at the first bad string), so every bad one is reported at once.
+	// A first, schema-less decode: durations and value types are checked
+	// against the raw TOML values (the decoder reads a bare integer as
+	// nanoseconds, and stops at the first bad duration or type), so every
+	// bad one is reported at once, with its key.
 	var raw map[string]any
 	if _, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&raw); err != nil {
 		return nil, choice, syntaxErr(name, err)
 	}
 	lines := indexKeys(data)
 	var errs []error
-	var durErrs []error
-	checkDurations(raw, reflect.TypeOf(cfg), nil, &durErrs)
+	var valErrs []error
+	refused := map[string]bool{}
+	checkValues(raw, reflect.TypeOf(cfg), nil, &valErrs)
 	src := data
-	if len(durErrs) > 0 {
+	if len(valErrs) > 0 {
 		// The bad values were removed from raw; decode what is left so the
 		// rest of the file is still checked.
 		var buf bytes.Buffer
@@ -337,7 +336,11 @@ func parse(name string, data []byte, sim *SimulateChoice) (*Config, SimulateChoi
 			return nil, choice, fmt.Errorf("config: %s: %w", name, err)
 		}
 		src = buf.Bytes()
-		for _, e := range durErrs {
+		for _, e := range valErrs {
+			var ke *keyErr
+			if errors.As(e, &ke) {
+				refused[strings.Join(ke.path, ".")] = true
+			}
 			errs = append(errs, withLine(name, lines, e))
 		}
 	}
@@ -371,6 +374,12 @@ func parse(name string, data []byte, sim *SimulateChoice) (*Config, SimulateChoi
 	cfg.applyDefaults()
 	if err := cfg.validate(opts); err != nil {
 		for _, e := range unjoin(err) {
+			// A value already refused for its type or duration was
+			// dropped; do not report it again as missing.
+			var ke *keyErr
+			if errors.As(e, &ke) && refused[strings.Join(ke.path, ".")] {
+				continue
+			}
 			errs = append(errs, withLine(name, lines, e))
 		}
 	}
@@ -396,10 +405,10 @@ func syntaxErr(name string, err error) error {
 
 var durationType = reflect.TypeOf(time.Duration(0))
 
-// checkDurations walks the raw TOML tree alongside the config type and
-// reports every time.Duration key whose value is not a valid duration
-// string, removing it from raw.
-func checkDurations(raw map[string]any, typ reflect.Type, path []string, errs *[]error) {
+// checkValues walks the raw TOML tree alongside the config type and
+// reports every value of the wrong type, and every time.Duration key whose
+// value is not a duration string, removing it from raw.
+func checkValues(raw map[string]any, typ reflect.Type, path []string, errs *[]error) {
 	for typ.Kind() == reflect.Pointer {
 		typ = typ.Elem()
 	}
@@ -421,30 +430,138 @@ func checkDurations(raw map[string]any, typ reflect.Type, path []string, errs *[
 		for ft.Kind() == reflect.Pointer {
 			ft = ft.Elem()
 		}
+		if msg := valueProblem(v, ft); msg != "" {
+			*errs = append(*errs, kerr(msg, p...))
+			delete(raw, tag)
+			continue
+		}
 		switch {
-		case ft == durationType:
-			if err := durationProblem(v); err != "" {
-				*errs = append(*errs, kerr(err, p...))
-				delete(raw, tag)
-			}
-		case ft.Kind() == reflect.Struct:
-			if m, ok := v.(map[string]any); ok {
-				checkDurations(m, ft, p, errs)
-			}
+		case ft.Kind() == reflect.Struct && ft != durationType:
+			checkValues(v.(map[string]any), ft, p, errs)
 		case ft.Kind() == reflect.Slice && structElem(ft.Elem()):
 			for j, m := range tables(v) {
-				checkDurations(m, ft.Elem(), append(p, fmt.Sprint(j)), errs)
+				checkValues(m, ft.Elem(), append(p, fmt.Sprint(j)), errs)
 			}
 		case ft.Kind() == reflect.Map && structElem(ft.Elem()):
-			if m, ok := v.(map[string]any); ok {
-				for k, sub := range m {
-					if sm, ok := sub.(map[string]any); ok {
-						checkDurations(sm, ft.Elem(), append(append([]string(nil), p...), k), errs)
-					}
+			for k, sub := range v.(map[string]any) {
+				sp := append(append([]string(nil), p...), k)
+				sm, ok := sub.(map[string]any)
+				if !ok {
+					*errs = append(*errs, kerr(wrongType("表 table", "["+strings.Join(sp, ".")+"]", sub), sp...))
+					delete(v.(map[string]any), k)
+					continue
 				}
+				checkValues(sm, ft.Elem(), sp, errs)
 			}
 		}
 	}
+}
+
+// valueProblem explains why the raw TOML value v cannot go into a field of
+// type t, or returns "".
+func valueProblem(v any, t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t == durationType {
+		return durationProblem(v)
+	}
+	switch t.Kind() {
+	case reflect.Interface:
+		return ""
+	case reflect.String:
+		if _, ok := v.(string); !ok {
+			return wrongType("字符串 string", `"…"`, v)
+		}
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		if _, ok := v.(int64); !ok {
+			return wrongType("整数 integer", "30", v)
+		}
+	case reflect.Float32, reflect.Float64:
+		switch v.(type) {
+		case int64, float64:
+		default:
+			return wrongType("数字 number", "0.7", v)
+		}
+	case reflect.Bool:
+		if _, ok := v.(bool); !ok {
+			return wrongType("布尔值 boolean", "true", v)
+		}
+	case reflect.Struct:
+		if _, ok := v.(map[string]any); !ok {
+			return wrongType("表 table", "[…]", v)
+		}
+	case reflect.Map:
+		m, ok := v.(map[string]any)
+		if !ok {
+			return wrongType("表 table", "[…]", v)
+		}
+		if !structElem(t.Elem()) {
+			for k, e := range m {
+				if msg := valueProblem(e, t.Elem()); msg != "" {
+					return fmt.Sprintf("%q: %s", k, msg)
+				}
+			}
+		}
+	case reflect.Slice:
+		if structElem(t.Elem()) {
+			if tables(v) == nil {
+				return wrongType("表数组 array-of-tables", "[[…]]", v)
+			}
+			for j, m := range tables(v) {
+				if m == nil {
+					return fmt.Sprintf("第 %d 项不是表 / entry %d is not a table", j+1, j+1)
+				}
+			}
+			return ""
+		}
+		a, ok := v.([]any)
+		if !ok {
+			return wrongType("数组 array", "[…]", v)
+		}
+		for j, e := range a {
+			if msg := valueProblem(e, t.Elem()); msg != "" {
+				return fmt.Sprintf("第 %d 个元素 / element %d: %s", j+1, j+1, msg)
+			}
+		}
+	}
+	return ""
+}
+
+// wrongType is the message for a value of the wrong TOML type; want is
+// "中文 English".
+func wrongType(want, example string, got any) string {
+	zh, en, _ := strings.Cut(want, " ")
+	return fmt.Sprintf("类型不对：应为%s，例如 %s（现在是%s）/ wrong type: want %s such as %s, got %s",
+		zh, example, tomlKind(got, true), en, example, tomlKind(got, false))
+}
+
+// tomlKind names the TOML type of a schema-less decoded value.
+func tomlKind(v any, zh bool) string {
+	pick := func(a, b string) string {
+		if zh {
+			return a
+		}
+		return b
+	}
+	switch v.(type) {
+	case string:
+		return pick("字符串", "a string")
+	case int64:
+		return pick("整数", "an integer")
+	case float64:
+		return pick("小数", "a float")
+	case bool:
+		return pick("布尔值", "a boolean")
+	case []any, []map[string]any:
+		return pick("数组", "an array")
+	case map[string]any:
+		return pick("表", "a table")
+	case time.Time:
+		return pick("日期时间", "a date-time")
+	}
+	return fmt.Sprintf("%T", v)
 }
 
 func structElem(t reflect.Type) bool {

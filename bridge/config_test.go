@@ -202,7 +202,7 @@ func TestExampleConfigDocumentsEveryKey(t *testing.T) {
 		}
 	}
 	walk(reflect.TypeOf(Config{}), "")
-	for _, table := range []string{"[server.verify_files]", "[apps.inputs]"} {
+	for _, table := range []string{"[server.verify_files]", "[apps.inputs]", "[bots.inputs]", "[[bots]]"} {
 		if !strings.Contains(string(data), table) {
 			t.Errorf("config.example.toml does not show %s", table)
 		}
@@ -617,5 +617,55 @@ func TestConfigParseForSimulate(t *testing.T) {
 	// Settings other than WeCom credentials are still checked.
 	if _, _, err := ParseForSimulate("b.toml", []byte(bots+"\n[server]\nidle_timeout = 5\n"), SimulateChoice{}); err == nil || !strings.Contains(err.Error(), "server.idle_timeout") {
 		t.Fatalf("bad duration in simulate: %v", err)
+	}
+}
+
+// Whatever [texts] failed an operator writes, if validation accepts it,
+// formatting it with the reference id shows no fmt error and the id once.
+func FuzzConfigTextsFailed(f *testing.F) {
+	for _, s := range []string{DefaultTexts().Failed, "%s", "100%% %s", "%d", "%", "%[1]s", "%-5s", "%s%s", "%%s", "出错 %v", "a%!s"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, text string) {
+		tx := DefaultTexts()
+		tx.Failed = text
+		if tx.validate() != nil {
+			return
+		}
+		got := fmt.Sprintf(tx.Failed, "REF8C1D")
+		if strings.Contains(got, "%!") && !strings.Contains(text, "%!") {
+			t.Fatalf("accepted %q formats as %q", text, got)
+		}
+		if strings.Count(got, "REF8C1D") < 1 {
+			t.Fatalf("accepted %q loses the reference id: %q", text, got)
+		}
+	})
+}
+
+// Values of the wrong type are all reported at once, each with key, line,
+// what is expected and an example (the decoder stopped at the first one).
+func TestConfigWrongTypesAllReported(t *testing.T) {
+	text := strings.NewReplacer(
+		"agent_id = 1000002", `agent_id = "1000002"`,
+		`listen = "127.0.0.1:8080"`, "listen = 8080\nmetrics = \"yes\"",
+		`model = "deepseek-chat"`, "model = \"deepseek-chat\"\ntemperature = \"0.7\"",
+		`backend = "kb"`, "backend = \"kb\"\nallow_departments = [2, \"3\"]\nallow_users = \"zhangsan\"",
+	).Replace(validConfig)
+	_, err := Parse("c.toml", []byte(text))
+	if err == nil {
+		t.Fatal("wrong types accepted")
+	}
+	mustContainAll(t, err.Error(),
+		fmt.Sprintf(`c.toml:%d: apps[0].agent_id: 类型不对：应为整数，例如 30（现在是字符串）/ wrong type: want integer such as 30, got a string`, lineOf(t, text, "agent_id =")),
+		fmt.Sprintf(`c.toml:%d: server.listen: 类型不对：应为字符串，例如 "…"（现在是整数）`, lineOf(t, text, "listen = 8080")),
+		fmt.Sprintf(`c.toml:%d: server.metrics: 类型不对：应为布尔值，例如 true`, lineOf(t, text, "metrics =")),
+		fmt.Sprintf(`c.toml:%d: backends.chat.temperature: 类型不对：应为数字`, lineOf(t, text, "temperature =")),
+		fmt.Sprintf(`c.toml:%d: apps[0].allow_departments: 第 2 个元素 / element 2: 类型不对：应为整数`, lineOf(t, text, "allow_departments")),
+		fmt.Sprintf(`c.toml:%d: apps[0].allow_users: 类型不对：应为数组`, lineOf(t, text, "allow_users")),
+		"6 problem(s)",
+	)
+	// Integers are fine where a float is expected, as TOML decoding allows.
+	if _, err := Parse("c.toml", []byte(strings.Replace(validConfig, `model = "deepseek-chat"`, "model = \"deepseek-chat\"\ntemperature = 1", 1))); err != nil {
+		t.Fatal(err)
 	}
 }
