@@ -117,7 +117,7 @@ func New(cfg *Config, d Deps) (*Bridge, error) {
 		}}
 	}
 	b := &Bridge{
-		log: d.Log, store: d.Store, hc: d.HTTPClient, wecomHC: wecomClient(d.HTTPClient), now: d.Now,
+		log: d.Log, store: d.Store, hc: d.HTTPClient, wecomHC: wecomClient(d.HTTPClient, cfg), now: d.Now,
 		metrics:  newMetrics(),
 		serveErr: make(chan error, 1),
 		clients:  map[clientKey]*appClients{},
@@ -151,12 +151,14 @@ const maxWeComConns = 64
 
 // wecomClient returns hc with its own transport limited to maxWeComConns
 // connections per host, when hc's transport is an *http.Transport.
-func wecomClient(hc *http.Client) *http.Client {
+// The transport goes through [wecom] proxy (or HTTPS_PROXY) when set, so
+// that WeCom sees a fixed egress IP for 企业可信IP.
+func wecomClient(hc *http.Client, cfg *Config) *http.Client {
 	t, ok := hc.Transport.(*http.Transport)
 	if !ok {
 		return hc
 	}
-	t = t.Clone()
+	t = cfg.WeComTransport(t)
 	t.MaxConnsPerHost = maxWeComConns
 	c := *hc
 	c.Transport = t
@@ -358,8 +360,8 @@ func (b *Bridge) Reload(cfg *Config) error {
 	b.reload.Lock()
 	defer b.reload.Unlock()
 	old := b.config()
-	if cfg.Server.Listen != old.Server.Listen || cfg.Storage.Path != old.Storage.Path || cfg.Workers.Count != old.Workers.Count {
-		b.log.Warn("config reload: server.listen, storage.path and workers.count only change on restart")
+	if keys := RestartKeys(old, cfg); len(keys) > 0 {
+		b.log.Warn("config reload: these keys only change on restart / 以下配置项需要重启才生效", "keys", keys)
 	}
 	rt, err := b.build(cfg)
 	if err != nil {

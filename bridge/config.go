@@ -1302,9 +1302,9 @@ func (c *Config) WeComTransport(base *http.Transport) *http.Transport {
 
 // RestartKeys lists the config keys whose change between old and next only
 // takes effect after a restart (a reload keeps the running value), in a
-// stable order, e.g. ["server.listen", "wecom.per_member_per_minute"]. A bot
-// added or removed is listed as "bots.NAME"; a bot's connection settings
-// (bot_id, secret, mode, ws_url) as "bots.NAME.KEY".
+// stable order, e.g. ["server.listen", "wecom.proxy"]. Apps, bots (their
+// connections are redialled when their settings change), backends, texts
+// and the per-member send limit change on reload.
 func RestartKeys(old, next *Config) []string {
 	var out []string
 	diff := func(changed bool, key string) {
@@ -1322,32 +1322,8 @@ func RestartKeys(old, next *Config) []string {
 	diff(old.Log != next.Log, "log")
 	diff(old.Storage.Path != next.Storage.Path, "storage.path")
 	diff(old.Workers.Count != next.Workers.Count, "workers.count")
-	diff(old.WeCom.PerMemberPerMinute != next.WeCom.PerMemberPerMinute, "wecom.per_member_per_minute")
 	diff(old.WeCom.Proxy != next.WeCom.Proxy, "wecom.proxy")
 	diff(old.History.enabled() != next.History.enabled(), "history.enabled")
-	bots := map[string]BotConfig{}
-	for _, b := range old.Bots {
-		bots[b.Name] = b
-	}
-	seen := map[string]bool{}
-	for _, nb := range next.Bots {
-		seen[nb.Name] = true
-		ob, ok := bots[nb.Name]
-		if !ok {
-			out = append(out, "bots."+nb.Name)
-			continue
-		}
-		p := "bots." + nb.Name + "."
-		diff(ob.BotID != nb.BotID, p+"bot_id")
-		diff(ob.Secret != nb.Secret, p+"secret")
-		diff(ob.Mode != nb.Mode, p+"mode")
-		diff(ob.WSURL != nb.WSURL, p+"ws_url")
-	}
-	for _, ob := range old.Bots {
-		if !seen[ob.Name] {
-			out = append(out, "bots."+ob.Name)
-		}
-	}
 	return out
 }
 
