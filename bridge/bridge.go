@@ -68,7 +68,7 @@ func (c *Config) wecomConfig(ac AppConfig, hc *http.Client, log *slog.Logger) we
 	return wecom.Config{
 		CorpID: c.WeCom.CorpID, Secret: ac.Secret.Value(), AgentID: ac.AgentID,
 		APIBase: c.WeCom.APIBase, OAuthBase: c.WeCom.OAuthBase, SSOBase: c.WeCom.SSOBase,
-		HTTPClient: hc, RateLimitWait: c.WeCom.RateLimitWait, Logger: log,
+		HTTPClient: hc, Logger: log,
 	}
 }
 

@@ -39,10 +39,8 @@ func Check(ctx context.Context, cfg *Config, out io.Writer, log *slog.Logger) bo
 	}
 	rows = append(rows, checkRow{"-", "config", "OK", fmt.Sprintf("%d app(s), %d backend(s)", len(cfg.Apps), len(cfg.Backends))})
 	for _, ac := range cfg.Apps {
-		// A check answers quickly: one retry, and no minute-long 45009 wait.
-		wcfg := cfg.wecomConfig(ac, hc, log)
-		wcfg.MaxRetries, wcfg.RateLimitWait = 1, time.Second
-		cl, err := wecom.New(wcfg)
+		// The client makes one attempt per call, so a check answers quickly.
+		cl, err := wecom.New(cfg.wecomConfig(ac, hc, log))
 		if err != nil {
 			add(ac.Name, "wecom client", err, "")
 			continue
