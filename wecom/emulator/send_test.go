@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,30 +17,9 @@ import (
 )
 
 const (
-	corpID  = "ww0000000000000001"
-	secret  = "app-secret-0001"
-	agent   = int64(1000002)
 	secret2 = "app-secret-0002"
 	agent2  = int64(1000003)
 )
-
-// clock is a settable test clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 type fixture struct {
 	t    *testing.T
@@ -72,13 +50,6 @@ func newFixture(t *testing.T, opts emulator.Options) *fixture {
 	f.toks[agent] = f.token(secret)
 	f.toks[agent2] = f.token(secret2)
 	return f
-}
-
-type answer struct {
-	ErrCode     int    `json:"errcode"`
-	ErrMsg      string `json:"errmsg"`
-	AccessToken string `json:"access_token"`
-	MsgID       string `json:"msgid"`
 }
 
 func (f *fixture) token(sec string) string {
