@@ -268,20 +268,21 @@ func (c *Client) call(ctx context.Context, op, method, path string, q url.Values
 			return fmt.Errorf("wecom: %s: encode request: %w", op, err)
 		}
 	}
-	retried := false
-	for {
+	return c.withToken(ctx, op, path, func(tok string) error {
+		return c.do(ctx, method, path, withToken(q, tok), body, out)
+	})
+}
+
+// withToken runs fn with the access token and, if the token is refused,
+// once more with a new one.
+func (c *Client) withToken(ctx context.Context, op, path string, fn func(tok string) error) error {
+	for retried := false; ; retried = true {
 		tok, err := c.Token(ctx)
 		if err != nil {
 			return fmt.Errorf("wecom: %s: %w", op, err)
 		}
-		qt := url.Values{}
-		for k, v := range q {
-			qt[k] = v
-		}
-		qt.Set("access_token", tok)
-		err = c.do(ctx, method, path, qt, body, out)
+		err = fn(tok)
 		if err != nil && !retried && IsTokenError(err) {
-			retried = true
 			c.invalidate(tok)
 			c.log.Debug("access token rejected; fetching a new one", "path", path, "err", err)
 			continue
@@ -291,6 +292,16 @@ func (c *Client) call(ctx context.Context, op, method, path string, q url.Values
 		}
 		return nil
 	}
+}
+
+// withToken returns a copy of q with the access token added.
+func withToken(q url.Values, tok string) url.Values {
+	qt := make(url.Values, len(q)+1)
+	for k, v := range q {
+		qt[k] = v
+	}
+	qt.Set("access_token", tok)
+	return qt
 }
 
 // temporaryError marks a failure below the API level (network, HTTP 5xx or
@@ -312,10 +323,33 @@ func (e *statusError) Error() string {
 	return fmt.Sprintf("%s: unexpected HTTP status %d", e.path, e.status)
 }
 
-// do performs one HTTP exchange and decodes the answer into out. Errors
-// never contain the request URL's query, which holds the access token or
-// the secret.
+// do performs one HTTP exchange and decodes the JSON answer into out.
 func (c *Client) do(ctx context.Context, method, path string, q url.Values, body []byte, out apiResponse) error {
+	return c.exchange(ctx, method, path, q, body, func(resp *http.Response) error {
+		return decodeStatus(ctx, path, resp.Body, out)
+	})
+}
+
+// decodeStatus decodes a JSON answer into out and turns a non-zero errcode
+// into an *APIError.
+func decodeStatus(ctx context.Context, path string, r io.Reader, out apiResponse) error {
+	*out.status() = apiStatus{}
+	if err := json.NewDecoder(io.LimitReader(r, maxResponseBytes)).Decode(out); err != nil {
+		if ctx.Err() == nil && !isJSONError(err) {
+			return &temporaryError{fmt.Errorf("%s: read response: %w", path, err)}
+		}
+		return fmt.Errorf("%s: decode response: %w", path, err)
+	}
+	if st := out.status(); st.ErrCode != 0 {
+		return &APIError{Code: st.ErrCode, Msg: st.ErrMsg, Path: path}
+	}
+	return nil
+}
+
+// exchange performs one HTTP exchange and hands a 200 answer to read.
+// Errors never contain the request URL's query, which holds the access
+// token or the secret.
+func (c *Client) exchange(ctx context.Context, method, path string, q url.Values, body []byte, read func(*http.Response) error) error {
 	u := c.api + path
 	if len(q) > 0 {
 		u += "?" + q.Encode()
@@ -349,17 +383,7 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 		}
 		return err
 	}
-	*out.status() = apiStatus{}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, maxResponseBytes)).Decode(out); err != nil {
-		if ctx.Err() == nil && !isJSONError(err) {
-			return &temporaryError{fmt.Errorf("%s: read response: %w", path, err)}
-		}
-		return fmt.Errorf("%s: decode response: %w", path, err)
-	}
-	if st := out.status(); st.ErrCode != 0 {
-		return &APIError{Code: st.ErrCode, Msg: st.ErrMsg, Path: path}
-	}
-	return nil
+	return read(resp)
 }
 
 func isJSONError(err error) bool {

@@ -22,9 +22,10 @@
 //
 // A Client calls the server API for one app: Send (message/send, text and
 // markdown), Recall, UserInfo (auth/getuserinfo for OAuth and QR-login
-// codes), UserDepartments, Agent, and the OAuthURL and QRLoginURL
-// builders. It caches the access token, refreshes it five minutes before
-// expiry with a single gettoken shared by all waiting callers
+// codes), UserDepartments, Agent, Media (media/get, temporary media by
+// media_id), and the OAuthURL and QRLoginURL builders. It caches the
+// access token, refreshes it five minutes before expiry with a single
+// gettoken shared by all waiting callers
 // (golang.org/x/sync/singleflight), and on 40001, 40014 or 42001 fetches a
 // new token and tries once more. It repeats nothing else: Classify is the
 // one place that says what a failure means (heals or not, and the minimum

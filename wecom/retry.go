@@ -124,7 +124,9 @@ func classifyCode(ae *APIError) Retry {
 		40029,        // spent or expired OAuth code
 		40058, 42052, // recall: bad or expired msgid
 		41008, 41009, // missing code, missing userid
-		60111: // unknown userid
+		60111,  // unknown userid
+		40007,  // media_id unknown or older than three days
+		830002: // media too large to fetch without Range
 		return Retry{Class: ClassPermanent}
 	}
 	if IsTokenError(ae) {

@@ -4,7 +4,8 @@
 //
 // Server speaks the documented wire format of the APIs wecom.Client uses
 // (gettoken, message/send, message/recall, auth/getuserinfo, user/get,
-// agent/get, the in-app OAuth page and the browser login page) on a
+// agent/get, media/get, the in-app OAuth page and the browser login page)
+// on a
 // net.Listener it is given or on a free loopback port. It models what
 // WeCom does silently:
 //
@@ -19,7 +20,9 @@
 //     windows by the server's arrival clock; the excess is answered errcode
 //     0 and not delivered;
 //   - content past 2048 bytes is truncated;
-//   - OAuth codes are single-use and expire after five minutes.
+//   - OAuth codes are single-use and expire after five minutes;
+//   - media_ids (AddMedia) are shared by the corp's apps, expire after three
+//     days (40007), and files over 20 MB need a Range header (830002).
 //
 // Sent lists what members actually received; Dropped lists what was
 // answered errcode 0 but not delivered, with the reason. FailNext and

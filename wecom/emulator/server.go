@@ -73,6 +73,9 @@ type Options struct {
 	PerMinuteLimit int
 	// PerHourLimit is the same budget per hour; default 1000.
 	PerHourLimit int
+	// MediaTTL is how long a media_id from AddMedia stays valid; default
+	// DefaultMediaTTL (three days).
+	MediaTTL time.Duration
 	// TruncateBytes is the content length past which message/send
 	// truncates; default 2048.
 	TruncateBytes int
@@ -155,7 +158,8 @@ type failure struct {
 
 // Server is an embedded WeCom API server speaking the documented wire
 // format: gettoken, message/send, message/recall, auth/getuserinfo,
-// user/get, agent/get, and the in-app OAuth and browser login pages. It
+// user/get, agent/get, media/get, and the in-app OAuth and browser login
+// pages. It
 // records every delivery and every silent drop and can inject errors. All
 // methods are safe for concurrent use.
 //
@@ -172,6 +176,7 @@ type Server struct {
 	users      map[string]*user // by lower-cased userid
 	tokens     map[string]*token
 	codes      map[string]*code
+	media      map[string]*media
 	sent       []SentMessage
 	dropped    []SentMessage
 	windows    map[memberKey][]time.Time // delivery times within the last hour
@@ -205,6 +210,9 @@ func New(opts Options) (*Server, error) {
 	if opts.TruncateBytes <= 0 {
 		opts.TruncateBytes = DefaultTruncateBytes
 	}
+	if opts.MediaTTL <= 0 {
+		opts.MediaTTL = DefaultMediaTTL
+	}
 	ln := opts.Listener
 	if ln == nil {
 		var err error
@@ -218,6 +226,7 @@ func New(opts Options) (*Server, error) {
 		users:   map[string]*user{},
 		tokens:  map[string]*token{},
 		codes:   map[string]*code{},
+		media:   map[string]*media{},
 		windows: map[memberKey][]time.Time{},
 		dups:    map[dupKey]dupEntry{},
 		fails:   map[string][]failure{},
@@ -232,6 +241,7 @@ func New(opts Options) (*Server, error) {
 	s.mux.HandleFunc("GET /cgi-bin/auth/getuserinfo", s.getUserInfo)
 	s.mux.HandleFunc("GET /cgi-bin/user/get", s.getUser)
 	s.mux.HandleFunc("GET /cgi-bin/agent/get", s.getAgent)
+	s.mux.HandleFunc("GET /cgi-bin/media/get", s.getMedia)
 	s.mux.HandleFunc("GET /connect/oauth2/authorize", s.authorize)
 	s.mux.HandleFunc("GET /wwlogin/sso/login", s.ssoLogin)
 	s.hs = &http.Server{
