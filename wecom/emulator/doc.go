@@ -46,8 +46,10 @@
 //     what WeCom does with a character straddling the limit is not
 //     documented.
 //   - The duplicate window starts at the accepted copy; dropped duplicates
-//     do not extend it. Messages dropped by the budget do not count against
-//     it. WeCom documents neither detail.
+//     do not extend it. A request the budget drops still opens a duplicate
+//     window, so resending the same JSON does not get it through. Messages
+//     the budget drops do not use it up. WeCom documents none
+//     of these details; the emulator picks the least forgiving reading.
 //   - The daily per-app limit (账号上限数×200人次/天) is not enforced.
 //   - Sent and Dropped keep every record for the life of the server.
 package emulator

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -268,6 +269,36 @@ func TestMemberBudgetPerHour(t *testing.T) {
 	f.post(agent, text("lisi", agent, "one too many"))
 	f.counts("3600 s after the first", 1002, 3)
 	f.lastDrop(emulator.DropHourLimit)
+}
+
+// TestBudgetDropStillOpensDuplicateWindow: the duplicate check accepts a
+// request before the budget drops it, so resending the same JSON later
+// does not help; only a different request reaches the member.
+func TestBudgetDropStillOpensDuplicateWindow(t *testing.T) {
+	f := newFixture(t, emulator.Options{})
+	var mu sync.Mutex
+	var hooked []emulator.DropReason
+	f.s.OnDrop(func(m emulator.SentMessage) {
+		mu.Lock()
+		hooked = append(hooked, m.Drop)
+		mu.Unlock()
+	})
+	for i := range 30 {
+		f.post(agent, text("lisi", agent, fmt.Sprint("m", i)))
+	}
+	body := `{"touser":"lisi","msgtype":"text","agentid":1000002,"text":{"content":"late"},"enable_duplicate_check":1,"duplicate_check_interval":600}`
+	f.post(agent, body)
+	f.lastDrop(emulator.DropMinuteLimit)
+	f.clk.Add(time.Minute)
+	f.post(agent, body)
+	f.lastDrop(emulator.DropDuplicate)
+	f.post(agent, strings.Replace(body, "600", "601", 1))
+	f.counts("after a minute", 31, 2)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(hooked) != 2 || hooked[0] != emulator.DropMinuteLimit || hooked[1] != emulator.DropDuplicate {
+		t.Errorf("OnDrop saw %v", hooked)
+	}
 }
 
 func TestListenerOption(t *testing.T) {

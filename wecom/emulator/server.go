@@ -185,6 +185,7 @@ type Server struct {
 	tokenCalls int
 	loginUser  string
 	onSend     func(SentMessage)
+	onDrop     func(SentMessage)
 	changed    chan struct{}
 	seq        int
 }
@@ -328,6 +329,15 @@ func (s *Server) OnSend(fn func(SentMessage)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.onSend = fn
+}
+
+// OnDrop registers fn to be called for every message answered errcode 0
+// but not delivered (see Dropped), after it is recorded; the same rules as
+// for OnSend apply. A simulator can show the user what WeCom swallowed.
+func (s *Server) OnDrop(fn func(SentMessage)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.onDrop = fn
 }
 
 // Sent returns every delivered message in order.
@@ -642,13 +652,17 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request) {
 		if d, found := s.dups[dk]; found && now.Before(d.until) {
 			// WeCom answers a duplicate like a delivery and tells nobody.
 			msgID = d.msgID
+			var dropped []SentMessage
 			for _, u := range valid {
 				m := record(u)
 				m.Drop = DropDuplicate
-				s.dropped = append(s.dropped, m)
+				dropped = append(dropped, m)
 			}
+			s.dropped = append(s.dropped, dropped...)
+			hook := s.onDrop
 			s.mu.Unlock()
 			writeJSON(w, ok(map[string]any{"invaliduser": strings.Join(invalidUsers, "|"), "msgid": msgID}))
+			callHook(hook, dropped)
 			return
 		}
 		interval := time.Duration(req.DuplicateCheckInterval) * time.Second
@@ -658,7 +672,7 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request) {
 		interval = min(interval, MaxDuplicateCheckInterval)
 		s.dups[dk] = dupEntry{msgID: msgID, until: now.Add(interval)}
 	}
-	var delivered []SentMessage
+	var delivered, dropped []SentMessage
 	for _, u := range valid {
 		m := record(u)
 		k := memberKey{a.corpID, a.agentID, strings.ToLower(u.id)}
@@ -683,6 +697,7 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request) {
 		}
 		if m.Drop != "" {
 			s.dropped = append(s.dropped, m)
+			dropped = append(dropped, m)
 			s.windows[k] = win
 			continue
 		}
@@ -694,7 +709,7 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request) {
 		close(s.changed)
 		s.changed = make(chan struct{})
 	}
-	hook := s.onSend
+	sendHook, dropHook := s.onSend, s.onDrop
 	s.mu.Unlock()
 
 	resp := ok(map[string]any{"msgid": msgID, "invaliduser": strings.Join(invalidUsers, "|")})
@@ -705,10 +720,16 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request) {
 		resp["invalidtag"] = strings.Join(invalidTag, "|")
 	}
 	writeJSON(w, resp)
-	if hook != nil {
-		for _, m := range delivered {
-			hook(m)
-		}
+	callHook(sendHook, delivered)
+	callHook(dropHook, dropped)
+}
+
+func callHook(fn func(SentMessage), ms []SentMessage) {
+	if fn == nil {
+		return
+	}
+	for _, m := range ms {
+		fn(m)
 	}
 }
 
