@@ -269,7 +269,7 @@ func (c *Client) call(ctx context.Context, op, method, path string, q url.Values
 		}
 	}
 	return c.withToken(ctx, op, path, func(tok string) error {
-		return c.do(ctx, method, path, withToken(q, tok), body, out)
+		return c.do(ctx, method, path, tokenQuery(q, tok), body, out)
 	})
 }
 
@@ -294,8 +294,8 @@ func (c *Client) withToken(ctx context.Context, op, path string, fn func(tok str
 	}
 }
 
-// withToken returns a copy of q with the access token added.
-func withToken(q url.Values, tok string) url.Values {
+// tokenQuery returns a copy of q with the access token added.
+func tokenQuery(q url.Values, tok string) url.Values {
 	qt := make(url.Values, len(q)+1)
 	for k, v := range q {
 		qt[k] = v

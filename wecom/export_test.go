@@ -64,3 +64,7 @@ func (c *Crypto) SealReply(plain []byte, timestamp, nonce string, format Format)
 	}
 	return nil, fmt.Errorf("%w: unknown format %v", ErrInvalidConfig, format)
 }
+
+// DispositionFilename exposes the Content-Disposition parser to the fuzz
+// target.
+var DispositionFilename = dispositionFilename

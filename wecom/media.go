@@ -42,7 +42,7 @@ func (c *Client) Media(ctx context.Context, mediaID string) (*Media, error) {
 	var m *Media
 	q := url.Values{"media_id": {mediaID}}
 	err := c.withToken(ctx, "get media", pathMediaGet, func(tok string) error {
-		return c.exchange(ctx, http.MethodGet, pathMediaGet, withToken(q, tok), nil, func(resp *http.Response) error {
+		return c.exchange(ctx, http.MethodGet, pathMediaGet, tokenQuery(q, tok), nil, func(resp *http.Response) error {
 			var err error
 			m, err = readMedia(ctx, resp)
 			return err
