@@ -224,6 +224,40 @@ func TestMemberBudgetPerMinute(t *testing.T) {
 	f.counts("60 s later, the 31st", 62, 4)
 }
 
+// TestMemberBudgetUnderConcurrentBurst: however the requests interleave,
+// one member receives exactly the budget and the rest is dropped.
+func TestMemberBudgetUnderConcurrentBurst(t *testing.T) {
+	f := newFixture(t, emulator.Options{Now: time.Now})
+	u := f.s.URL() + "/cgi-bin/message/send?access_token=" + url.QueryEscape(f.toks[agent])
+	errs := make(chan error, 100)
+	var wg sync.WaitGroup
+	for i := range 100 {
+		wg.Go(func() {
+			resp, err := http.Post(u, "application/json", strings.NewReader(text("lisi", agent, fmt.Sprint("burst ", i))))
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer resp.Body.Close()
+			var a answer
+			if err := json.NewDecoder(resp.Body).Decode(&a); err != nil || a.ErrCode != 0 {
+				errs <- fmt.Errorf("answer %+v, %v", a, err)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	f.counts("100 at once", 30, 70)
+	for _, d := range f.s.Dropped() {
+		if d.Drop != emulator.DropMinuteLimit {
+			t.Fatalf("dropped for %q", d.Drop)
+		}
+	}
+}
+
 func TestMemberBudgetSlides(t *testing.T) {
 	f := newFixture(t, emulator.Options{})
 	for i := range 15 {

@@ -171,6 +171,10 @@ type Server struct {
 	opts   Options
 	served chan struct{} // closed when Serve returns
 
+	connMu  sync.Mutex
+	fresh   map[net.Conn]struct{} // connections that have sent no request yet
+	closing bool
+
 	mu         sync.Mutex
 	apps       []*app
 	users      map[string]*user // by lower-cased userid
@@ -233,6 +237,7 @@ func New(opts Options) (*Server, error) {
 		fails:   map[string][]failure{},
 		changed: make(chan struct{}),
 		served:  make(chan struct{}),
+		fresh:   map[net.Conn]struct{}{},
 		mux:     http.NewServeMux(),
 		url:     "http://" + ln.Addr().String(),
 	}
@@ -249,6 +254,7 @@ func New(opts Options) (*Server, error) {
 		Handler:           s.inject(s.mux),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       time.Minute,
+		ConnState:         s.trackConn,
 	}
 	go func() {
 		defer close(s.served)
@@ -260,7 +266,18 @@ func New(opts Options) (*Server, error) {
 // Shutdown stops accepting connections and waits until the requests in
 // progress are answered or ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
-	err := s.hs.Shutdown(ctx)
+	done := make(chan error, 1)
+	go func() { done <- s.hs.Shutdown(ctx) }()
+	// http.Server counts a connection that has sent no request as busy for
+	// five seconds; clients dial such spares. Nothing more will come on
+	// them: close them, as httptest does.
+	s.connMu.Lock()
+	s.closing = true
+	for c := range s.fresh {
+		_ = c.Close()
+	}
+	s.connMu.Unlock()
+	err := <-done
 	if err != nil {
 		_ = s.hs.Close()
 	}
@@ -277,6 +294,21 @@ func (s *Server) Close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = s.Shutdown(ctx) // Shutdown has already forced the close on error
+}
+
+// trackConn remembers connections that have not sent a request yet.
+func (s *Server) trackConn(c net.Conn, st http.ConnState) {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	if st != http.StateNew {
+		delete(s.fresh, c)
+		return
+	}
+	if s.closing {
+		_ = c.Close()
+		return
+	}
+	s.fresh[c] = struct{}{}
 }
 
 // URL returns the server's base URL, e.g. "http://127.0.0.1:41234"; use it
@@ -603,8 +635,10 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	now := s.opts.Now()
 	s.mu.Lock()
+	// Read the clock under the lock, so that arrival times are in the order
+	// in which requests are counted.
+	now := s.opts.Now()
 	var valid []*user
 	var invalidUsers []string
 	if strings.TrimSpace(req.ToUser) == "@all" {
