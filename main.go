@@ -46,14 +46,18 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	configPath := fs.String("config", bridge.DefaultConfigPath, "path of the TOML config file")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	appName := fs.String("app", "", "simulate: the app to talk to (default: the first)")
+	botName := fs.String("bot", "", "simulate: the bot to talk to")
+	backendName := fs.String("backend", "", "simulate: talk to this backend through a generated app")
 	userID := fs.String("user", "simulator", "simulate: the WeCom userid to write as")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `usage:
   wecom-bridge [-config PATH]              run the daemon (default config `+bridge.DefaultConfigPath+`)
   wecom-bridge check -config PATH          validate the config and test each app against WeCom and its backend
   wecom-bridge check-config -config PATH   only validate the config (no network; for ExecStartPre)
-  wecom-bridge simulate -config PATH [-app NAME] [-user ID]
-                                           chat in the terminal through the real pipeline, with a built-in fake WeCom
+  wecom-bridge simulate -config PATH [-app NAME | -bot NAME | -backend NAME] [-user ID]
+                                           chat in the terminal through the real pipeline, with an emulated WeCom
+                                           (WeCom secrets are generated; only the backend must be real)
+  wecom-bridge demo                        试用：真实的守护进程 + 内置企业微信模拟器 + 演示模型，无需配置 / try it, no config needed
   wecom-bridge version
 `)
 	}
@@ -68,7 +72,27 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 0
 	}
 	switch cmd {
-	case "serve", "check", "check-config", "simulate":
+	case "serve", "check", "check-config":
+	case "simulate":
+		cfg, choice, err := bridge.LoadForSimulate(*configPath, bridge.SimulateChoice{App: *appName, Bot: *botName, Backend: *backendName})
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		switch {
+		case choice.Bot != "":
+			fmt.Fprintf(stderr, "simulate: 使用智能机器人 %q（后端 %q）/ using bot %q\n", choice.Bot, choice.Backend, choice.Bot)
+		case len(cfg.Apps) > 0:
+			fmt.Fprintf(stderr, "simulate: 使用应用 %q（后端 %q）/ using app %q\n", cfg.Apps[0].Name, choice.Backend, cfg.Apps[0].Name)
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		log := newLogger(cfg.Log, stderr)
+		if err := bridge.Simulate(ctx, cfg, bridge.SimulateOptions{Choice: choice, User: *userID, In: stdin, Out: stdout, Log: log}); err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		return 0
 	default:
 		fmt.Fprintf(stderr, "unknown command %q\n", cmd)
 		fs.Usage()
@@ -88,14 +112,6 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		if !bridge.Check(ctx, cfg, stdout, log) {
-			return 1
-		}
-		return 0
-	case "simulate":
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		defer stop()
-		if err := bridge.Simulate(ctx, cfg, bridge.SimulateOptions{App: *appName, User: *userID, In: stdin, Out: stdout, Log: log}); err != nil {
-			fmt.Fprintln(stderr, err)
 			return 1
 		}
 		return 0

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	mrand "math/rand/v2"
 	"strings"
 	"sync"
 	"time"
@@ -382,7 +381,13 @@ func (d *appReply) send(ctx context.Context, content, msgType string, seq uint64
 		if err == nil || errors.Is(err, errUndeliverable) || ctx.Err() != nil {
 			return id, err
 		}
-		wait, retry := sendBackoff(err, attempt, d.a.wc.RateLimitWait)
+		// What a code means is the wecom package's call: it says whether
+		// the failure may heal and how long to wait.
+		r := wecom.Classify(err)
+		wait, retry := r.Backoff(attempt), r.Heal
+		if r.Class == wecom.ClassRateLimited {
+			wait = max(wait, d.a.wc.RateLimitWait)
+		}
 		var ae *wecom.APIError
 		if errors.As(err, &ae) {
 			d.log.Error("message/send failed", "errcode", ae.Code, "hint", ae.Hint(), "retry", retry)
@@ -428,30 +433,6 @@ func (d *appReply) sendAttempt(ctx context.Context, content, msgType string, seq
 		b.noteErr("wecom", err)
 	}
 	return "", err
-}
-
-// sendBackoff decides whether a failed send is worth another try, and when.
-// Problems with the user (81013, not in the app's visibility) or the content
-// never heal; configuration problems (60020 trusted IP, 40001 secret) may be
-// fixed by the admin while we wait, so they are retried slowly until
-// send_retry_for runs out.
-func sendBackoff(err error, attempt int, rateWait time.Duration) (time.Duration, bool) {
-	step := time.Second << min(attempt, 6) // 1s … 64s
-	jitter := time.Duration(mrand.Int64N(int64(step/2) + 1))
-	var ae *wecom.APIError
-	if !errors.As(err, &ae) {
-		return step/2 + jitter, true // network error or HTTP 5xx
-	}
-	switch ae.Code {
-	case 45009, 45033:
-		return rateWait, true
-	case 81013, 40003, 45002, 40008, 82001, 301002:
-		return 0, false
-	}
-	if ae.Temporary() || wecom.IsTokenError(err) {
-		return step/2 + jitter, true
-	}
-	return max(step, 15*time.Second) + jitter, true
 }
 
 // thinking sends the "thinking" notice if no piece has gone out after

@@ -89,7 +89,7 @@ func (c *Config) wecomConfig(ac AppConfig, hc *http.Client, log *slog.Logger) we
 	return wecom.Config{
 		CorpID: c.WeCom.CorpID, Secret: ac.Secret.Value(), AgentID: ac.AgentID,
 		APIBase: c.WeCom.APIBase, OAuthBase: c.WeCom.OAuthBase, SSOBase: c.WeCom.SSOBase,
-		HTTPClient: hc, RateLimitWait: c.WeCom.RateLimitWait, Logger: log,
+		HTTPClient: hc, Logger: log,
 	}
 }
 
@@ -257,7 +257,7 @@ func (b *Bridge) build(cfg *Config) (*runtime, error) {
 type clientKey struct {
 	corp, secret, apiBase, oauthBase, ssoBase string
 	agent                                     int64
-	timeout, rateWait                         time.Duration
+	timeout                                   time.Duration
 }
 
 // appClients is an app's WeCom client with the caches that belong to it.
@@ -273,7 +273,7 @@ func (b *Bridge) appClient(cfg *Config, ac AppConfig) (*appClients, error) {
 	k := clientKey{
 		corp: cfg.WeCom.CorpID, secret: ac.Secret.Value(), agent: ac.AgentID,
 		apiBase: cfg.WeCom.APIBase, oauthBase: cfg.WeCom.OAuthBase, ssoBase: cfg.WeCom.SSOBase,
-		timeout: cfg.WeCom.RequestTimeout, rateWait: cfg.WeCom.RateLimitWait,
+		timeout: cfg.WeCom.RequestTimeout,
 	}
 	b.clientsMu.Lock()
 	defer b.clientsMu.Unlock()

@@ -18,7 +18,7 @@ import (
 
 	"github.com/wecom-bridge/wecom-bridge/llm"
 	"github.com/wecom-bridge/wecom-bridge/wecom"
-	"github.com/wecom-bridge/wecom-bridge/wecom/wecomtest"
+	"github.com/wecom-bridge/wecom-bridge/wecom/emulator"
 )
 
 // Timeouts of the check command.
@@ -111,10 +111,8 @@ func row(app, step string, err error, detail string) checkRow {
 // its callback URL.
 func (c *checker) app(ctx context.Context, ac AppConfig) []checkRow {
 	var rows []checkRow
-	// A check answers quickly: one retry, and no minute-long 45009 wait.
-	wcfg := c.cfg.wecomConfig(ac, c.wecomHC, c.log)
-	wcfg.MaxRetries, wcfg.RateLimitWait = 1, time.Second
-	cl, err := wecom.New(wcfg)
+	// The client makes one attempt per call, so a check answers quickly.
+	cl, err := wecom.New(c.cfg.wecomConfig(ac, c.wecomHC, c.log))
 	if err != nil {
 		return append(rows, row(ac.Name, "wecom client", err, ""))
 	}
@@ -259,7 +257,7 @@ func netHint(err error) string {
 func probeCallback(ctx context.Context, hc *http.Client, cfg *Config, ac AppConfig) checkRow {
 	target := strings.TrimRight(cfg.Server.PublicURL, "/") + "/wecom/" + ac.Name
 	row := checkRow{ac.Name, "callback URL", "WARN", ""}
-	q, err := wecomtest.VerifyURLQuery(ac.Token.Value(), ac.EncodingAESKey.Value(), cfg.WeCom.CorpID, "wecom-bridge-check")
+	q, err := emulator.VerifyURLQuery(ac.Token.Value(), ac.EncodingAESKey.Value(), cfg.WeCom.CorpID, "wecom-bridge-check")
 	if err != nil {
 		row.detail = err.Error()
 		return row

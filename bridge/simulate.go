@@ -17,48 +17,66 @@ import (
 
 	"github.com/wecom-bridge/wecom-bridge/kv"
 	"github.com/wecom-bridge/wecom-bridge/wecom"
-	"github.com/wecom-bridge/wecom-bridge/wecom/wecomtest"
+	"github.com/wecom-bridge/wecom-bridge/wecom/aibot"
+	"github.com/wecom-bridge/wecom-bridge/wecom/emulator"
 )
 
 // SimulateOptions configures Simulate.
 type SimulateOptions struct {
-	App  string // default: the first app
-	User string // the WeCom userid to write as
-	In   io.Reader
-	Out  io.Writer
-	Log  *slog.Logger
+	// Choice is what LoadForSimulate resolved: the app or bot to chat with.
+	Choice SimulateChoice
+	User   string // the WeCom userid to write as
+	In     io.Reader
+	Out    io.Writer
+	Log    *slog.Logger
 }
 
-// Simulate is a terminal chat through the real pipeline: each line typed is
-// encrypted as WeCom would and POSTed to the daemon over loopback; replies
-// go out through a built-in fake WeCom API and are printed as a member would
-// receive them. The configured LLM backend is real. State goes to a
-// temporary database, so a running daemon is not disturbed.
+// Simulate is a terminal chat through the real pipeline against an
+// emulated WeCom (wecom/emulator): for an app, each line typed is encrypted
+// as WeCom would and POSTed to the daemon over loopback, and replies go out
+// through the emulated message/send API; for a bot, the daemon holds a long
+// connection to the emulated bot server, which pushes each line and shows
+// the streamed bubble. Replies are printed as a member would see them. The
+// configured LLM backend is real; WeCom's credentials are generated
+// (cfg comes from LoadForSimulate). State goes to a temporary database, so
+// a running daemon is not disturbed.
 func Simulate(ctx context.Context, cfg *Config, o SimulateOptions) error {
-	sim := *cfg
-	if o.App == "" {
-		o.App = cfg.Apps[0].Name
-	}
 	if o.User == "" {
 		o.User = "simulator"
 	}
-	var ac *AppConfig
-	for i := range cfg.Apps {
-		if cfg.Apps[i].Name == o.App {
-			ac = &cfg.Apps[i]
-		}
+	sim := *cfg
+	fake, err := emulator.New(emulator.Options{})
+	if err != nil {
+		return fmt.Errorf("simulate: %w", err)
 	}
-	if ac == nil {
-		return fmt.Errorf("simulate: no app named %q in the config", o.App)
-	}
-	fake := wecomtest.NewServer(wecomtest.Options{})
 	defer fake.Close()
-	for _, a := range cfg.Apps {
-		fake.AddApp(cfg.WeCom.CorpID, a.Secret.Value(), a.AgentID)
+	for _, a := range sim.Apps {
+		fake.AddApp(sim.WeCom.CorpID, a.Secret.Value(), a.AgentID)
 	}
 	fake.AddUser(o.User)
 	fake.SetLoginUser(o.User)
 	sim.WeCom.APIBase, sim.WeCom.OAuthBase, sim.WeCom.SSOBase = fake.URL(), fake.URL(), fake.URL()
+
+	var bots *emulator.BotServer
+	if o.Choice.Bot != "" {
+		secrets := map[string]string{}
+		sim.Bots = append([]BotConfig(nil), sim.Bots...)
+		for _, bc := range sim.Bots {
+			secrets[bc.BotID] = bc.Secret.Value()
+		}
+		if bots, err = emulator.NewBotServer(emulator.BotConfig{Bots: secrets}); err != nil {
+			return fmt.Errorf("simulate: %w", err)
+		}
+		defer bots.Close()
+		wsURL, err := bots.Listen("127.0.0.1:0")
+		if err != nil {
+			return fmt.Errorf("simulate: %w", err)
+		}
+		for i := range sim.Bots {
+			sim.Bots[i].Mode, sim.Bots[i].WSURL = BotModeWebSocket, wsURL
+		}
+	}
+
 	dir, err := os.MkdirTemp("", "wecom-bridge-simulate-")
 	if err != nil {
 		return fmt.Errorf("simulate: %w", err)
@@ -92,15 +110,6 @@ func Simulate(ctx context.Context, cfg *Config, o SimulateOptions) error {
 		fmt.Fprintf(o.Out, format, args...)
 		outMu.Unlock()
 	}
-	fake.OnSend(func(m wecomtest.SentMessage) {
-		if m.AgentID != ac.AgentID {
-			return
-		}
-		say("\n【%s → %s】%s\n", ac.Name, m.ToUser, indentReply(m.Content))
-	})
-	say("wecom-bridge simulate: 应用 %q, 用户 %q, 后端 %q。输入问题后回车；/new 新对话，/help 帮助，Ctrl-D 退出。\n", ac.Name, o.User, ac.Backend)
-
-	target := "http://" + ln.Addr().String() + "/wecom/" + ac.Name
 	lines := make(chan string)
 	go func() {
 		defer close(lines)
@@ -110,22 +119,39 @@ func Simulate(ctx context.Context, cfg *Config, o SimulateOptions) error {
 			lines <- sc.Text()
 		}
 	}()
-	hc := &http.Client{Timeout: 10 * time.Second}
-	msgID := uint64(time.Now().UnixNano())
-	for {
-		select {
-		case <-ctx.Done():
+	var send func(line string) error
+	if bots != nil {
+		bc := sim.Bots[0]
+		say("wecom-bridge simulate: 智能机器人 %q, 用户 %q, 后端 %q（企业微信为模拟）。输入问题后回车；/new 新对话，/help 帮助，Ctrl-D 退出。\n", bc.Name, o.User, bc.Backend)
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := bots.Wait(wctx, func() bool { return bots.Connected(bc.BotID) })
+		cancel()
+		if err != nil {
+			return fmt.Errorf("simulate: the bot did not connect to the emulated WeCom: %w", err)
+		}
+		send = func(line string) error {
+			if _, err := bots.PushText(bc.BotID, o.User, line); err != nil {
+				return fmt.Errorf("simulate: push: %w", err)
+			}
 			return nil
-		case line, ok := <-lines:
-			if !ok {
-				return waitIdle(ctx, store, 5*time.Minute)
+		}
+		go watchBot(ctx, bots, bc.Name, o.User, say)
+	} else {
+		ac := sim.Apps[0]
+		fake.OnSend(func(m emulator.SentMessage) {
+			if m.AgentID != ac.AgentID {
+				return
 			}
-			if strings.TrimSpace(line) == "" {
-				continue
-			}
+			say("\n【%s → %s】%s\n", ac.Name, m.ToUser, indentReply(m.Content))
+		})
+		say("wecom-bridge simulate: 应用 %q, 用户 %q, 后端 %q（企业微信为模拟）。输入问题后回车；/new 新对话，/help 帮助，Ctrl-D 退出。\n", ac.Name, o.User, ac.Backend)
+		target := "http://" + ln.Addr().String() + "/wecom/" + ac.Name
+		hc := &http.Client{Timeout: 10 * time.Second}
+		msgID := uint64(time.Now().UnixNano())
+		send = func(line string) error {
 			msgID++
-			inner := wecomtest.TextMessageXML(cfg.WeCom.CorpID, o.User, line, msgID, ac.AgentID, time.Now())
-			cb, err := wecomtest.NewCallback(ac.Token.Value(), ac.EncodingAESKey.Value(), cfg.WeCom.CorpID, ac.AgentID, inner, wecom.FormatXML, nil)
+			inner := emulator.TextMessageXML(sim.WeCom.CorpID, o.User, line, msgID, ac.AgentID, time.Now())
+			cb, err := emulator.NewCallback(ac.Token.Value(), ac.EncodingAESKey.Value(), sim.WeCom.CorpID, ac.AgentID, inner, wecom.FormatXML, nil)
 			if err != nil {
 				return fmt.Errorf("simulate: build callback: %w", err)
 			}
@@ -137,9 +163,56 @@ func Simulate(ctx context.Context, cfg *Config, o SimulateOptions) error {
 			if resp.StatusCode != http.StatusOK {
 				say("（回调被拒绝：HTTP %d）\n", resp.StatusCode)
 			}
+			return nil
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case line, ok := <-lines:
+			if !ok {
+				err := waitIdle(ctx, store, 5*time.Minute)
+				time.Sleep(300 * time.Millisecond) // the last frames' acks
+				return err
+			}
+			if strings.TrimSpace(line) == "" {
+				continue
+			}
+			if err := send(line); err != nil {
+				return err
+			}
 		}
 	}
 }
+
+// watchBot prints each finished bubble and each proactive message of the
+// emulated bot server as the member sees them.
+func watchBot(ctx context.Context, bots *emulator.BotServer, name, user string, say func(string, ...any)) {
+	printed := map[string]bool{}
+	sent := 0
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, bb := range bots.Bubbles() {
+			if bb.Finishes > 0 && !printed[bb.StreamID] {
+				printed[bb.StreamID] = true
+				say("\n【%s → %s｜流式 %d 帧】%s\n", name, user, bb.Frames, indentReply(bb.Text))
+			}
+		}
+		msgs := bots.Sent(user)
+		for ; sent < len(msgs); sent++ {
+			say("\n【%s → %s｜主动消息】%s\n", name, user, indentReply(msgs[sent]))
+		}
+	}
+}
+
+var _ = aibot.MaxContentBytes
 
 // waitIdle waits until no job is pending, so the last answer is printed.
 func waitIdle(ctx context.Context, store *kv.Store, limit time.Duration) error {

@@ -8,24 +8,22 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sync/singleflight"
 )
 
 // Defaults for Config.
 const (
-	DefaultAPIBase       = "https://qyapi.weixin.qq.com"
-	DefaultOAuthBase     = "https://open.weixin.qq.com"
-	DefaultSSOBase       = "https://login.work.weixin.qq.com"
-	DefaultHTTPTimeout   = 10 * time.Second       // per HTTP exchange
-	DefaultMaxRetries    = 3                      // retries of a transient failure
-	DefaultRetryDelay    = 500 * time.Millisecond // first backoff step, doubled per retry
-	DefaultRateLimitWait = 60 * time.Second       // WeCom blocks for a minute after 45009
+	DefaultAPIBase     = "https://qyapi.weixin.qq.com"
+	DefaultOAuthBase   = "https://open.weixin.qq.com"
+	DefaultSSOBase     = "https://login.work.weixin.qq.com"
+	DefaultHTTPTimeout = 10 * time.Second // per HTTP exchange
 
 	// MaxContentBytes is the message/send limit on text and markdown
 	// content, in UTF-8 bytes. Use Split to stay under it.
@@ -37,7 +35,6 @@ const (
 	// tokenFetchTimeout bounds a shared gettoken flight, which outlives
 	// the context of the caller that started it.
 	tokenFetchTimeout = 30 * time.Second
-	maxRetryDelay     = 10 * time.Second
 	maxResponseBytes  = 1 << 20
 	maxDuplicateCheck = 4 * time.Hour
 )
@@ -64,21 +61,9 @@ type Config struct {
 	// HTTPClient sends the requests; default a client with a
 	// DefaultHTTPTimeout timeout.
 	HTTPClient *http.Client
-	// MaxRetries is how many times a transient failure (errcode -1, 45009,
-	// 45033, a network error, HTTP 5xx) is retried; 0 means
-	// DefaultMaxRetries and a negative value disables retries.
-	MaxRetries int
-	// RetryDelay is the first backoff step, doubled on each retry up to
-	// 10s, with jitter; default DefaultRetryDelay.
-	RetryDelay time.Duration
-	// RateLimitWait is how long to wait before retrying after 45009; the
-	// retry happens only if the context's deadline leaves that much time.
-	// Default DefaultRateLimitWait.
-	RateLimitWait time.Duration
 	// Now is the clock used for token expiry; default time.Now.
 	Now func() time.Time
-	// Logger receives retry and token events at debug and warn level;
-	// default discards them.
+	// Logger receives token events at debug level; default discards them.
 	Logger *slog.Logger
 }
 
@@ -117,14 +102,12 @@ func (c Config) Validate() error {
 			bad("%s must be an http(s) URL without a query, got %q", b.name, b.v)
 		}
 	}
-	if c.RetryDelay < 0 || c.RateLimitWait < 0 {
-		bad("retry delays must not be negative")
-	}
 	return errors.Join(errs...)
 }
 
 // Client calls the WeCom server API for one app. It caches the app's
-// access token and is safe for concurrent use.
+// access token and is safe for concurrent use. It does not repeat failed
+// calls, except once after a rejected access token; see Classify.
 type Client struct {
 	cfg   Config
 	api   string
@@ -133,20 +116,12 @@ type Client struct {
 	hc    *http.Client
 	log   *slog.Logger
 	now   func() time.Time
-	tries int // retries after the first attempt
+
+	flight singleflight.Group // one gettoken at a time
 
 	mu        sync.Mutex
 	token     string
 	refreshAt time.Time
-	flight    *tokenFlight // the gettoken request in progress, if any
-}
-
-// tokenFlight is one shared gettoken request. done is closed once tok and
-// err are set.
-type tokenFlight struct {
-	done chan struct{}
-	tok  string
-	err  error
 }
 
 // New validates cfg, fills in defaults and returns a Client. It makes no
@@ -163,7 +138,6 @@ func New(cfg Config) (*Client, error) {
 		hc:    cfg.HTTPClient,
 		log:   cfg.Logger,
 		now:   cfg.Now,
-		tries: cfg.MaxRetries,
 	}
 	if c.hc == nil {
 		c.hc = &http.Client{Timeout: DefaultHTTPTimeout}
@@ -174,18 +148,6 @@ func New(cfg Config) (*Client, error) {
 	c.log = c.log.With("component", "wecom", "agent_id", cfg.AgentID)
 	if c.now == nil {
 		c.now = time.Now
-	}
-	switch {
-	case c.tries == 0:
-		c.tries = DefaultMaxRetries
-	case c.tries < 0:
-		c.tries = 0
-	}
-	if c.cfg.RetryDelay == 0 {
-		c.cfg.RetryDelay = DefaultRetryDelay
-	}
-	if c.cfg.RateLimitWait == 0 {
-		c.cfg.RateLimitWait = DefaultRateLimitWait
 	}
 	return c, nil
 }
@@ -200,46 +162,45 @@ func or(v, def string) string {
 // AgentID returns the app id the client sends for.
 func (c *Client) AgentID() int64 { return c.cfg.AgentID }
 
-// CorpID returns the corp id.
-func (c *Client) CorpID() string { return c.cfg.CorpID }
-
 // Token returns a valid access token, fetching one with gettoken when the
 // cached token is missing or within five minutes of expiry. Concurrent
 // callers share a single gettoken request; a caller whose ctx ends stops
 // waiting, but the shared request carries on for the others.
 func (c *Client) Token(ctx context.Context) (string, error) {
-	c.mu.Lock()
-	if c.token != "" && c.now().Before(c.refreshAt) {
-		tok := c.token
-		c.mu.Unlock()
+	if tok, ok := c.cached(); ok {
 		return tok, nil
 	}
-	f := c.flight
-	if f == nil {
-		f = &tokenFlight{done: make(chan struct{})}
-		c.flight = f
-		// The request runs on its own goroutine with a context detached
-		// from this caller, so that one caller giving up does not fail
-		// the others. tokenFetchTimeout bounds it.
-		go c.runFlight(context.WithoutCancel(ctx), f)
-	}
-	c.mu.Unlock()
+	// DoChan runs the request on its own goroutine, with a context
+	// detached from this caller so that one caller giving up does not fail
+	// the others; tokenFetchTimeout bounds it.
+	flight := context.WithoutCancel(ctx)
+	ch := c.flight.DoChan("gettoken", func() (any, error) {
+		if tok, ok := c.cached(); ok {
+			return tok, nil // a flight that just ended fetched it
+		}
+		fctx, cancel := context.WithTimeout(flight, tokenFetchTimeout)
+		defer cancel()
+		return c.fetchToken(fctx)
+	})
 	select {
-	case <-f.done:
-		return f.tok, f.err
+	case r := <-ch:
+		if r.Err != nil {
+			return "", r.Err
+		}
+		return r.Val.(string), nil
 	case <-ctx.Done():
 		return "", fmt.Errorf("wecom: get access token: %w", ctx.Err())
 	}
 }
 
-func (c *Client) runFlight(ctx context.Context, f *tokenFlight) {
-	ctx, cancel := context.WithTimeout(ctx, tokenFetchTimeout)
-	defer cancel()
-	f.tok, f.err = c.fetchToken(ctx)
+// cached returns the cached token unless it is missing or due for refresh.
+func (c *Client) cached() (string, bool) {
 	c.mu.Lock()
-	c.flight = nil
-	c.mu.Unlock()
-	close(f.done)
+	defer c.mu.Unlock()
+	if c.token != "" && c.now().Before(c.refreshAt) {
+		return c.token, true
+	}
+	return "", false
 }
 
 // InvalidateToken drops the cached access token, so the next call fetches
@@ -267,10 +228,7 @@ func (c *Client) fetchToken(ctx context.Context) (string, error) {
 		ExpiresIn   int64  `json:"expires_in"`
 	}
 	q := url.Values{"corpid": {c.cfg.CorpID}, "corpsecret": {c.cfg.Secret}}
-	err := c.retry(ctx, pathGetToken, false, func(ctx context.Context) error {
-		return c.do(ctx, http.MethodGet, pathGetToken, q, nil, &resp)
-	})
-	if err != nil {
+	if err := c.do(ctx, http.MethodGet, pathGetToken, q, nil, &resp); err != nil {
 		return "", fmt.Errorf("wecom: get access token: %w", err)
 	}
 	if resp.AccessToken == "" {
@@ -299,9 +257,9 @@ func (s *apiStatus) status() *apiStatus { return s }
 
 type apiResponse interface{ status() *apiStatus }
 
-// call performs an authenticated API call: it adds the access token, retries
-// transient failures, and on a token error fetches a new token and tries
-// once more.
+// call performs an authenticated API call: it adds the access token and, on
+// a token error, fetches a new token and tries once more. It repeats
+// nothing else; callers decide with Classify.
 func (c *Client) call(ctx context.Context, op, method, path string, q url.Values, in any, out apiResponse) error {
 	var body []byte
 	if in != nil {
@@ -310,22 +268,21 @@ func (c *Client) call(ctx context.Context, op, method, path string, q url.Values
 			return fmt.Errorf("wecom: %s: encode request: %w", op, err)
 		}
 	}
-	retried := false
-	for {
+	return c.withToken(ctx, op, path, func(tok string) error {
+		return c.do(ctx, method, path, tokenQuery(q, tok), body, out)
+	})
+}
+
+// withToken runs fn with the access token and, if the token is refused,
+// once more with a new one.
+func (c *Client) withToken(ctx context.Context, op, path string, fn func(tok string) error) error {
+	for retried := false; ; retried = true {
 		tok, err := c.Token(ctx)
 		if err != nil {
 			return fmt.Errorf("wecom: %s: %w", op, err)
 		}
-		qt := url.Values{}
-		for k, v := range q {
-			qt[k] = v
-		}
-		qt.Set("access_token", tok)
-		err = c.retry(ctx, path, true, func(ctx context.Context) error {
-			return c.do(ctx, method, path, qt, body, out)
-		})
+		err = fn(tok)
 		if err != nil && !retried && IsTokenError(err) {
-			retried = true
 			c.invalidate(tok)
 			c.log.Debug("access token rejected; fetching a new one", "path", path, "err", err)
 			continue
@@ -337,64 +294,62 @@ func (c *Client) call(ctx context.Context, op, method, path string, q url.Values
 	}
 }
 
-// temporaryError marks a failure below the API level (network, HTTP 5xx)
-// that is worth retrying.
+// tokenQuery returns a copy of q with the access token added.
+func tokenQuery(q url.Values, tok string) url.Values {
+	qt := make(url.Values, len(q)+1)
+	for k, v := range q {
+		qt[k] = v
+	}
+	qt.Set("access_token", tok)
+	return qt
+}
+
+// temporaryError marks a failure below the API level (network, HTTP 5xx or
+// 429, a truncated answer) that may heal; Classify reports it as
+// ClassTransient.
 type temporaryError struct{ err error }
 
 func (e *temporaryError) Error() string { return e.err.Error() }
 func (e *temporaryError) Unwrap() error { return e.err }
 
-// retry runs fn until it succeeds, fails for good, or runs out of
-// retries. rateWait enables the long wait after 45009.
-func (c *Client) retry(ctx context.Context, path string, rateWait bool, fn func(context.Context) error) error {
-	for attempt := 0; ; attempt++ {
-		err := fn(ctx)
-		if err == nil || ctx.Err() != nil || attempt >= c.tries {
-			return err
-		}
-		delay, ok := c.retryDelay(ctx, err, attempt, rateWait)
-		if !ok {
-			return err
-		}
-		c.log.Warn("transient WeCom failure; retrying", "path", path, "attempt", attempt+1, "delay", delay, "err", err)
-		t := time.NewTimer(delay)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return err
-		}
-	}
+// statusError is an HTTP answer other than 200 where WeCom always answers
+// 200: a wrong api_base or a proxy in the way, unless it is 5xx or 429.
+type statusError struct {
+	path   string
+	status int
 }
 
-func (c *Client) retryDelay(ctx context.Context, err error, attempt int, rateWait bool) (time.Duration, bool) {
-	var ae *APIError
-	var te *temporaryError
-	switch {
-	case errors.As(err, &ae) && ae.Code == 45009:
-		if !rateWait {
-			return 0, false
-		}
-		wait := c.cfg.RateLimitWait
-		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
-			return 0, false // the caller cannot wait that long; let it schedule
-		}
-		return wait, true
-	case errors.As(err, &ae) && ae.Temporary(), errors.As(err, &te):
-		d := c.cfg.RetryDelay << attempt
-		if d > maxRetryDelay || d <= 0 {
-			d = maxRetryDelay
-		}
-		// Equal jitter: between half and all of the step.
-		return d/2 + rand.N(d/2+1), true
-	}
-	return 0, false
+func (e *statusError) Error() string {
+	return fmt.Sprintf("%s: unexpected HTTP status %d", e.path, e.status)
 }
 
-// do performs one HTTP exchange and decodes the answer into out. Errors
-// never contain the request URL's query, which holds the access token or
-// the secret.
+// do performs one HTTP exchange and decodes the JSON answer into out.
 func (c *Client) do(ctx context.Context, method, path string, q url.Values, body []byte, out apiResponse) error {
+	return c.exchange(ctx, method, path, q, body, func(resp *http.Response) error {
+		return decodeStatus(ctx, path, resp.Body, out)
+	})
+}
+
+// decodeStatus decodes a JSON answer into out and turns a non-zero errcode
+// into an *APIError.
+func decodeStatus(ctx context.Context, path string, r io.Reader, out apiResponse) error {
+	*out.status() = apiStatus{}
+	if err := json.NewDecoder(io.LimitReader(r, maxResponseBytes)).Decode(out); err != nil {
+		if ctx.Err() == nil && !isJSONError(err) {
+			return &temporaryError{fmt.Errorf("%s: read response: %w", path, err)}
+		}
+		return fmt.Errorf("%s: decode response: %w", path, err)
+	}
+	if st := out.status(); st.ErrCode != 0 {
+		return &APIError{Code: st.ErrCode, Msg: st.ErrMsg, Path: path}
+	}
+	return nil
+}
+
+// exchange performs one HTTP exchange and hands a 200 answer to read.
+// Errors never contain the request URL's query, which holds the access
+// token or the secret.
+func (c *Client) exchange(ctx context.Context, method, path string, q url.Values, body []byte, read func(*http.Response) error) error {
 	u := c.api + path
 	if len(q) > 0 {
 		u += "?" + q.Encode()
@@ -422,23 +377,13 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 	defer resp.Body.Close()
 	defer io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) //nolint:errcheck // draining for reuse only
 	if resp.StatusCode != http.StatusOK {
-		err := fmt.Errorf("%s: unexpected HTTP status %d", path, resp.StatusCode)
+		err := &statusError{path: path, status: resp.StatusCode}
 		if resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests {
 			return &temporaryError{err}
 		}
 		return err
 	}
-	*out.status() = apiStatus{}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, maxResponseBytes)).Decode(out); err != nil {
-		if ctx.Err() == nil && !isJSONError(err) {
-			return &temporaryError{fmt.Errorf("%s: read response: %w", path, err)}
-		}
-		return fmt.Errorf("%s: decode response: %w", path, err)
-	}
-	if st := out.status(); st.ErrCode != 0 {
-		return &APIError{Code: st.ErrCode, Msg: st.ErrMsg, Path: path}
-	}
-	return nil
+	return read(resp)
 }
 
 func isJSONError(err error) bool {
@@ -483,11 +428,12 @@ type OutMessage struct {
 	Content string
 	// Safe is 1 for a confidential message (watermarked, not shareable).
 	Safe int
-	// EnableDuplicateCheck asks WeCom to drop an identical request within
-	// DuplicateCheckInterval. Set it when a send may be retried after a
-	// lost response (see Send). WeCom compares whole requests, so a
-	// genuinely repeated message (the same answer twice, two equal pieces
-	// of one reply) is dropped too; keep the interval short.
+	// EnableDuplicateCheck asks WeCom to drop a request whose whole JSON
+	// equals one it received within DuplicateCheckInterval, answering it
+	// errcode 0 all the same. Set it when a send may be retried after a
+	// lost response (see Send). Every field counts, the interval too, so a
+	// genuinely repeated message is dropped only if its request is
+	// identical: make such requests differ (e.g. in the interval).
 	EnableDuplicateCheck bool
 	// DuplicateCheckInterval is the duplicate window, at most four hours;
 	// zero means WeCom's default of 1800s.
@@ -529,11 +475,11 @@ type sendRequest struct {
 // Send returns the result together with an error wrapping *PartialError. If
 // every recipient is invalid WeCom answers 81013, an *APIError.
 //
-// Send retries transient failures, including network errors after which it
-// cannot know whether WeCom delivered the message. Set
-// EnableDuplicateCheck so that such a retry is not delivered twice; the
-// retried request body is byte-identical, which is what WeCom's duplicate
-// check compares.
+// Send makes one attempt (two if the access token is refused). After a
+// network error it cannot know whether WeCom delivered the message; a
+// caller that retries should set EnableDuplicateCheck so that the retry,
+// whose request JSON is identical, is not delivered twice. Classify says
+// whether and when to retry.
 func (c *Client) Send(ctx context.Context, m OutMessage) (*SendResult, error) {
 	req := sendRequest{ToUser: m.ToUser, MsgType: m.MsgType, AgentID: c.cfg.AgentID, Safe: m.Safe}
 	if req.MsgType == "" {

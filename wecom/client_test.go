@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -123,9 +124,8 @@ func newFixture(t *testing.T, mod func(*wecom.Config)) *fixture {
 		CorpID: testCorp, Secret: testSecret, AgentID: testAgent,
 		APIBase: f.srv.URL(), OAuthBase: f.srv.URL(), SSOBase: f.srv.URL(),
 		HTTPClient: &http.Client{Transport: f.tr, Timeout: 5 * time.Second},
-		RetryDelay: time.Millisecond, RateLimitWait: 30 * time.Millisecond,
-		Now:    f.clk.Now,
-		Logger: slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Now:        f.clk.Now,
+		Logger:     slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	if mod != nil {
 		mod(&cfg)
@@ -345,121 +345,157 @@ func TestTrustedIPHint(t *testing.T) {
 	}
 }
 
-func TestTransientErrorsAreRetried(t *testing.T) {
-	t.Run("errcode -1", func(t *testing.T) {
-		f := newFixture(t, nil)
-		f.srv.FailNext("/cgi-bin/message/send", -1, "system busy", 2)
-		if _, err := f.send(t, "lisi", "x"); err != nil {
-			t.Fatal(err)
-		}
-		if n := f.tr.count("/cgi-bin/message/send"); n != 3 {
-			t.Errorf("attempts = %d, want 3", n)
-		}
-	})
-	t.Run("errcode -1 beyond MaxRetries", func(t *testing.T) {
-		f := newFixture(t, func(c *wecom.Config) { c.MaxRetries = 2 })
-		f.srv.FailNext("/cgi-bin/message/send", -1, "system busy", 5)
-		_, err := f.send(t, "lisi", "x")
-		ae := apiErr(t, err, -1)
-		if !ae.Temporary() {
-			t.Error("-1 should be temporary")
-		}
-		if n := f.tr.count("/cgi-bin/message/send"); n != 3 {
-			t.Errorf("attempts = %d, want 3", n)
-		}
-	})
-	t.Run("retries disabled", func(t *testing.T) {
-		f := newFixture(t, func(c *wecom.Config) { c.MaxRetries = -1 })
-		f.srv.FailNext("/cgi-bin/message/send", -1, "system busy", 1)
-		if _, err := f.send(t, "lisi", "x"); err == nil {
-			t.Fatal("want an error")
-		}
-		if n := f.tr.count("/cgi-bin/message/send"); n != 1 {
-			t.Errorf("attempts = %d, want 1", n)
-		}
-	})
-	t.Run("HTTP 5xx", func(t *testing.T) {
-		f := newFixture(t, nil)
-		f.srv.FailHTTP("/cgi-bin/message/send", http.StatusBadGateway, 2)
-		if _, err := f.send(t, "lisi", "x"); err != nil {
-			t.Fatal(err)
-		}
-		if n := len(f.srv.Sent()); n != 1 {
-			t.Errorf("sent %d", n)
-		}
-	})
-	t.Run("HTTP 5xx on gettoken", func(t *testing.T) {
-		f := newFixture(t, nil)
-		f.srv.FailHTTP("/cgi-bin/gettoken", http.StatusServiceUnavailable, 1)
-		if _, err := f.c.Token(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-	})
-	t.Run("HTTP 4xx is not retried", func(t *testing.T) {
-		f := newFixture(t, nil)
-		f.srv.FailHTTP("/cgi-bin/message/send", http.StatusNotFound, 1)
-		if _, err := f.send(t, "lisi", "x"); err == nil || !strings.Contains(err.Error(), "404") {
-			t.Fatalf("err = %v", err)
-		}
-		if n := f.tr.count("/cgi-bin/message/send"); n != 1 {
-			t.Errorf("attempts = %d", n)
-		}
-	})
-	t.Run("non-transient errcode", func(t *testing.T) {
-		f := newFixture(t, nil)
-		f.srv.FailNext("/cgi-bin/message/send", 48002, "api forbidden", 1)
-		_, err := f.send(t, "lisi", "x")
-		apiErr(t, err, 48002)
-		if n := f.tr.count("/cgi-bin/message/send"); n != 1 {
-			t.Errorf("attempts = %d", n)
-		}
-	})
+// TestNoInternalRetries: the client makes one attempt and leaves the
+// policy to its caller, which learns from Classify what may heal.
+func TestNoInternalRetries(t *testing.T) {
+	tests := []struct {
+		name   string
+		inject func(*wecomtest.Server)
+		class  wecom.Class
+		wait   time.Duration
+	}{
+		{"errcode -1", func(s *wecomtest.Server) { s.FailNext("/cgi-bin/message/send", -1, "system busy", 1) },
+			wecom.ClassTransient, wecom.TransientWait},
+		{"45009", func(s *wecomtest.Server) { s.FailNext("/cgi-bin/message/send", 45009, "api freq out of limit", 1) },
+			wecom.ClassRateLimited, wecom.DefaultRateLimitWait},
+		{"45033", func(s *wecomtest.Server) {
+			s.FailNext("/cgi-bin/message/send", 45033, "api concurrent out of limit", 1)
+		},
+			wecom.ClassRateLimited, wecom.DefaultRateLimitWait},
+		{"HTTP 502", func(s *wecomtest.Server) { s.FailHTTP("/cgi-bin/message/send", http.StatusBadGateway, 1) },
+			wecom.ClassTransient, wecom.TransientWait},
+		{"HTTP 404", func(s *wecomtest.Server) { s.FailHTTP("/cgi-bin/message/send", http.StatusNotFound, 1) },
+			wecom.ClassConfig, wecom.ConfigWait},
+		{"48002", func(s *wecomtest.Server) { s.FailNext("/cgi-bin/message/send", 48002, "api forbidden", 1) },
+			wecom.ClassConfig, wecom.ConfigWait},
+		{"60020", func(s *wecomtest.Server) {
+			s.FailNext("/cgi-bin/message/send", 60020, "not allow to access from your ip", 1)
+		},
+			wecom.ClassConfig, wecom.ConfigWait},
+		{"81013", func(s *wecomtest.Server) {
+			s.FailNext("/cgi-bin/message/send", 81013, "user & party & tag all invalid", 1)
+		},
+			wecom.ClassPermanent, 0},
+		{"HTTP 503 on gettoken", func(s *wecomtest.Server) { s.FailHTTP("/cgi-bin/gettoken", http.StatusServiceUnavailable, 1) },
+			wecom.ClassTransient, wecom.TransientWait},
+		{"40001 on gettoken", func(s *wecomtest.Server) { s.FailNext("/cgi-bin/gettoken", 40001, "invalid credential", 1) },
+			wecom.ClassConfig, wecom.ConfigWait},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, nil)
+			tt.inject(f.srv)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+			defer cancel()
+			start := time.Now()
+			_, err := f.c.Send(ctx, wecom.OutMessage{ToUser: "lisi", Content: "x"})
+			if err == nil {
+				t.Fatal("the injected failure was retried away")
+			}
+			if el := time.Since(start); el > 3*time.Second {
+				t.Errorf("Send took %v: it waited inside", el)
+			}
+			if n := f.tr.count("/cgi-bin/message/send") + f.tr.count("/cgi-bin/gettoken"); n > 2 {
+				t.Errorf("%d requests, want at most gettoken + one send", n)
+			}
+			r := wecom.Classify(err)
+			if r.Class != tt.class || r.Wait != tt.wait || r.Heal != (tt.class != wecom.ClassPermanent) {
+				t.Errorf("Classify(%v) = %+v, want class %v wait %v", err, r, tt.class, tt.wait)
+			}
+			// The caller's retry goes through.
+			if r.Heal {
+				if _, err := f.send(t, "lisi", "x"); err != nil {
+					t.Fatalf("retry: %v", err)
+				}
+			}
+		})
+	}
 }
 
-func TestRateLimit45009(t *testing.T) {
-	t.Run("waits the window when the deadline allows", func(t *testing.T) {
-		f := newFixture(t, nil)
-		f.srv.FailNext("/cgi-bin/message/send", 45009, "api freq out of limit", 1)
-		start := time.Now()
-		if _, err := f.send(t, "lisi", "x"); err != nil {
-			t.Fatal(err)
+func TestClassify(t *testing.T) {
+	api := func(code int, path string) error {
+		return fmt.Errorf("wecom: send message: %w", &wecom.APIError{Code: code, Path: path})
+	}
+	tests := []struct {
+		err   error
+		class wecom.Class
+	}{
+		{api(-1, "/cgi-bin/message/send"), wecom.ClassTransient},
+		{api(45009, "/cgi-bin/message/send"), wecom.ClassRateLimited},
+		{api(45033, "/cgi-bin/message/send"), wecom.ClassRateLimited},
+		{api(45047, "/cgi-bin/message/send"), wecom.ClassRateLimited},
+		{api(45002, "/cgi-bin/message/send"), wecom.ClassPermanent},
+		{api(81013, "/cgi-bin/message/send"), wecom.ClassPermanent},
+		{api(40003, "/cgi-bin/message/send"), wecom.ClassPermanent},
+		{api(40008, "/cgi-bin/message/send"), wecom.ClassPermanent},
+		{api(82001, "/cgi-bin/message/send"), wecom.ClassPermanent},
+		{api(301002, "/cgi-bin/message/send"), wecom.ClassPermanent},
+		{api(60020, "/cgi-bin/message/send"), wecom.ClassConfig},
+		{api(40001, "/cgi-bin/gettoken"), wecom.ClassConfig},
+		{api(40001, "/cgi-bin/message/send"), wecom.ClassTransient}, // token, already refetched
+		{api(42001, "/cgi-bin/message/send"), wecom.ClassTransient},
+		{api(40014, "/cgi-bin/message/send"), wecom.ClassTransient},
+		{api(99999, "/cgi-bin/message/send"), wecom.ClassConfig},
+		{&wecom.PartialError{InvalidUser: []string{"x"}}, wecom.ClassPermanent},
+		{fmt.Errorf("wecom: send message: %w: empty content", wecom.ErrInvalidConfig), wecom.ClassPermanent},
+		{fmt.Errorf("x: %w", wecom.ErrTooLarge), wecom.ClassPermanent},
+		{fmt.Errorf("x: %w", context.Canceled), wecom.ClassCanceled},
+		{fmt.Errorf("x: %w", context.DeadlineExceeded), wecom.ClassCanceled},
+		{errors.New("dial tcp: connection refused"), wecom.ClassTransient},
+	}
+	for _, tt := range tests {
+		r := wecom.Classify(tt.err)
+		heal := tt.class != wecom.ClassPermanent && tt.class != wecom.ClassCanceled
+		if r.Class != tt.class || r.Heal != heal || (r.Wait > 0) != heal {
+			t.Errorf("Classify(%v) = %+v, want %v", tt.err, r, tt.class)
 		}
-		if el := time.Since(start); el < 30*time.Millisecond {
-			t.Errorf("retried after %v, before RateLimitWait", el)
-		}
-	})
-	t.Run("returns at once when the deadline is too close", func(t *testing.T) {
-		f := newFixture(t, func(c *wecom.Config) { c.RateLimitWait = time.Hour })
-		f.srv.FailNext("/cgi-bin/message/send", 45009, "api freq out of limit", 1)
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		start := time.Now()
-		_, err := f.c.Send(ctx, wecom.OutMessage{ToUser: "lisi", Content: "x"})
-		ae := apiErr(t, err, 45009)
-		if !ae.Temporary() || ae.Hint() == "" {
-			t.Errorf("45009: temporary %v, hint %q", ae.Temporary(), ae.Hint())
-		}
-		if time.Since(start) > time.Second {
-			t.Error("did not return at once")
-		}
-	})
+	}
+	if r := wecom.Classify(nil); r != (wecom.Retry{}) {
+		t.Errorf("Classify(nil) = %+v", r)
+	}
 }
 
-// TestRetryAfterLostResponseIsNotDelivered twice shows why Send callers
-// should enable the duplicate check: the first response is lost after
-// WeCom delivered, the retry carries an identical body, and WeCom drops it.
+func TestRetryBackoff(t *testing.T) {
+	for _, tt := range []struct {
+		r        wecom.Retry
+		attempt  int
+		min, max time.Duration
+	}{
+		{wecom.Classify(&wecom.APIError{Code: -1}), 0, 500 * time.Millisecond, time.Second},
+		{wecom.Classify(&wecom.APIError{Code: -1}), 3, 4 * time.Second, 8 * time.Second},
+		{wecom.Classify(&wecom.APIError{Code: -1}), 50, 32 * time.Second, 64 * time.Second},
+		{wecom.Classify(&wecom.APIError{Code: 45009}), 0, time.Minute, time.Minute + time.Second/2},
+		{wecom.Classify(&wecom.APIError{Code: 60020}), 0, 15 * time.Second, 15*time.Second + time.Second/2},
+		{wecom.Classify(&wecom.APIError{Code: 60020}), 5, 32 * time.Second, 48 * time.Second},
+		{wecom.Classify(&wecom.APIError{Code: 81013}), 0, 0, 0},
+	} {
+		for range 50 {
+			if d := tt.r.Backoff(tt.attempt); d < tt.min || d > tt.max {
+				t.Fatalf("%v attempt %d: Backoff = %v, want within [%v, %v]", tt.r.Class, tt.attempt, d, tt.min, tt.max)
+			}
+		}
+	}
+}
+
+// TestRetryAfterLostResponseIsNotDeliveredTwice shows why a caller that
+// retries Send should enable the duplicate check: the first response is
+// lost after WeCom delivered, the retry carries the same request JSON, and
+// WeCom drops it while answering errcode 0 with the first msgid.
 func TestRetryAfterLostResponseIsNotDeliveredTwice(t *testing.T) {
 	f := newFixture(t, nil)
 	f.tr.lose["/cgi-bin/message/send"] = 1
-	res, err := f.c.Send(context.Background(), wecom.OutMessage{
-		ToUser: "lisi", Content: "only once", EnableDuplicateCheck: true, DuplicateCheckInterval: time.Minute,
-	})
+	m := wecom.OutMessage{ToUser: "lisi", Content: "only once", EnableDuplicateCheck: true, DuplicateCheckInterval: time.Minute}
+	_, err := f.c.Send(context.Background(), m)
+	if r := wecom.Classify(err); err == nil || r.Class != wecom.ClassTransient {
+		t.Fatalf("lost response: err %v, %+v", err, r)
+	}
+	res, err := f.c.Send(context.Background(), m)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sent := f.srv.Sent()
-	if len(sent) != 1 || f.tr.count("/cgi-bin/message/send") != 2 {
-		t.Fatalf("sent %d messages in %d attempts", len(sent), f.tr.count("/cgi-bin/message/send"))
+	sent, dropped := f.srv.Sent(), f.srv.Dropped()
+	if len(sent) != 1 || len(dropped) != 1 || dropped[0].Drop != wecomtest.DropDuplicate {
+		t.Fatalf("sent %+v dropped %+v", sent, dropped)
 	}
 	if res.MsgID != sent[0].MsgID {
 		t.Errorf("msgid %q, delivered %q", res.MsgID, sent[0].MsgID)
@@ -689,11 +725,11 @@ func TestErrorsNeverLeakSecrets(t *testing.T) {
 }
 
 func TestConfigValidation(t *testing.T) {
-	err := wecom.Config{APIBase: "ftp://x", RetryDelay: -1}.Validate()
+	err := wecom.Config{APIBase: "ftp://x"}.Validate()
 	if !errors.Is(err, wecom.ErrInvalidConfig) {
 		t.Fatalf("err = %v", err)
 	}
-	for _, want := range []string{"corp id", "secret", "agent id", "api base", "negative"} {
+	for _, want := range []string{"corp id", "secret", "agent id", "api base"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not mention %q: %v", want, err)
 		}

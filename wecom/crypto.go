@@ -187,12 +187,11 @@ func (c *Crypto) VerifyURL(msgSignature, timestamp, nonce, echostr string) ([]by
 	return c.open(msgSignature, timestamp, nonce, []byte(echostr))
 }
 
-// Decrypt handles a POST callback: it parses the envelope (XML or JSON,
-// detected from the first non-space byte), checks msg_signature in constant
-// time, decrypts the Encrypt field and checks its receive id. It returns the
-// decrypted inner message, XML or JSON as the app is configured; the slice is
-// freshly allocated and owned by the caller.
-func (c *Crypto) Decrypt(msgSignature, timestamp, nonce string, body []byte) ([]byte, error) {
+// decryptBody parses a POST callback envelope (XML or JSON, detected from
+// the first non-space byte), checks msg_signature in constant time,
+// decrypts the Encrypt field and checks its receive id. It returns the
+// decrypted inner message, freshly allocated.
+func (c *Crypto) decryptBody(msgSignature, timestamp, nonce string, body []byte) ([]byte, error) {
 	if len(body) > c.maxBody {
 		return nil, fmt.Errorf("%w: body is %d bytes, limit %d", ErrTooLarge, len(body), c.maxBody)
 	}
@@ -203,9 +202,12 @@ func (c *Crypto) Decrypt(msgSignature, timestamp, nonce string, body []byte) ([]
 	return c.open(msgSignature, timestamp, nonce, env.encrypt)
 }
 
-// Open is Decrypt followed by ParseMessage.
+// Open handles a POST callback: it parses the envelope (XML or JSON,
+// detected from the first non-space byte), checks msg_signature in constant
+// time, decrypts the Encrypt field, checks its receive id and parses the
+// inner message.
 func (c *Crypto) Open(msgSignature, timestamp, nonce string, body []byte) (*Message, error) {
-	plain, err := c.Decrypt(msgSignature, timestamp, nonce, body)
+	plain, err := c.decryptBody(msgSignature, timestamp, nonce, body)
 	if err != nil {
 		return nil, err
 	}
@@ -282,23 +284,6 @@ func (c *Crypto) Encrypt(plain []byte) (string, error) {
 	}
 	cipher.NewCBCEncrypter(c.block, c.key[:aes.BlockSize]).CryptBlocks(buf, buf)
 	return base64.StdEncoding.EncodeToString(buf), nil
-}
-
-// Seal encrypts plain and wraps it the way WeCom delivers a callback: an
-// envelope in the given format whose ToUserName is the receive id, plus the
-// msg_signature to put in the query next to timestamp and nonce. It is
-// meant for tests and simulators; wecomtest.NewCallback adds the AgentID.
-func (c *Crypto) Seal(plain []byte, timestamp, nonce string, format Format) (body []byte, msgSignature string, err error) {
-	enc, err := c.Encrypt(plain)
-	if err != nil {
-		return nil, "", err
-	}
-	env := Envelope{ToUserName: string(c.receiveID), Encrypt: enc}
-	body, err = env.Marshal(format)
-	if err != nil {
-		return nil, "", err
-	}
-	return body, Signature(string(c.token), timestamp, nonce, enc), nil
 }
 
 // SealReply encrypts a passive reply (被动回复) and returns the response

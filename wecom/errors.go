@@ -128,6 +128,8 @@ func (e *APIError) Hint() string {
 				"wrong secret or disabled app: check config key apps.secret against the app's current Secret and make sure the app is enabled"
 		}
 		return "access_token 无效，已重新获取 / the access token was rejected; a new one is fetched"
+	case 40007:
+		return "media_id 无效或已过期：临时素材只在上传后 3 天内有效 / invalid media_id: temporary media expire three days after upload"
 	case 40013:
 		return "CorpID 不正确：在管理后台 我的企业 → 企业信息 中核对 corp_id / invalid CorpID: check corp_id against 我的企业 → 企业信息 in the admin console"
 	case 40014, 42001:

@@ -181,3 +181,30 @@ func FuzzParseMessage(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDispositionFilename: whatever the Content-Disposition header of a
+// media/get answer says, the file name Media returns is safe to use as a
+// single path element.
+func FuzzDispositionFilename(f *testing.F) {
+	for _, s := range []string{
+		`attachment; filename="MEDIA_ID.jpg"`,
+		`attachment; filename*=UTF-8''%E5%9B%BE.png`,
+		`attachment; filename="../../etc/passwd"`,
+		`attachment; filename="a\\b"`,
+		"attachment; filename=\"\x00\"",
+		`inline`, ``, `attachment; filename=".."`,
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, disp string) {
+		name := wecom.DispositionFilename(disp)
+		if name == "." || name == ".." || strings.ContainsAny(name, "/\\") {
+			t.Fatalf("%q gave unsafe name %q", disp, name)
+		}
+		for _, r := range name {
+			if r < 0x20 || r == 0x7f {
+				t.Fatalf("%q gave a control character in %q", disp, name)
+			}
+		}
+	})
+}

@@ -7,13 +7,9 @@ import (
 	"unicode/utf8"
 )
 
-// DefaultSplitSize is the default piece size of Split in bytes: the
-// message/send limit for text and markdown content.
-const DefaultSplitSize = 2048
-
 // Split cuts text into pieces of at most max bytes for message/send, whose
 // content limit is counted in UTF-8 bytes (2048; WeCom silently truncates
-// longer content). max <= 0 means DefaultSplitSize; values below 4 are
+// longer content). max <= 0 means MaxContentBytes; values below 4 are
 // raised to 4 so that every character fits.
 //
 // Each cut is made at the best boundary available in the last three
@@ -36,7 +32,7 @@ const DefaultSplitSize = 2048
 // whitespace. Pieces are never empty; whitespace-only text gives none.
 func Split(text string, max int) []string {
 	if max <= 0 {
-		max = DefaultSplitSize
+		max = MaxContentBytes
 	}
 	if max < utf8.UTFMax {
 		max = utf8.UTFMax

@@ -19,7 +19,7 @@ func checkSplit(t *testing.T, text string, max int) []string {
 	pieces := wecom.Split(text, max)
 	limit := max
 	if limit <= 0 {
-		limit = wecom.DefaultSplitSize
+		limit = wecom.MaxContentBytes
 	}
 	limit = maxInt(limit, 4)
 	pos := 0

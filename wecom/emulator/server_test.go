@@ -1,4 +1,4 @@
-package wecomtest_test
+package emulator_test
 
 import (
 	"bytes"
@@ -7,16 +7,13 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
-	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 	"unicode/utf8"
 
-	"github.com/wecom-bridge/wecom-bridge/wecom/wecomtest"
+	"github.com/wecom-bridge/wecom-bridge/wecom/emulator"
 )
 
 const (
@@ -43,13 +40,16 @@ func (c *clock) Add(d time.Duration) {
 	c.mu.Unlock()
 }
 
-func newServer(t *testing.T, opts wecomtest.Options) (*wecomtest.Server, *clock) {
+func newServer(t *testing.T, opts emulator.Options) (*emulator.Server, *clock) {
 	t.Helper()
 	clk := &clock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
 	if opts.Now == nil {
 		opts.Now = clk.Now
 	}
-	s := wecomtest.NewServer(opts)
+	s, err := emulator.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(s.Close)
 	s.AddApp(corpID, secret, agent)
 	s.AddUser("ZhangSan", 1, 2)
@@ -98,7 +98,7 @@ func post(t *testing.T, u string, body any) answer {
 	return a
 }
 
-func token(t *testing.T, s *wecomtest.Server) string {
+func token(t *testing.T, s *emulator.Server) string {
 	t.Helper()
 	a := get(t, s.URL()+"/cgi-bin/gettoken?corpid="+corpID+"&corpsecret="+secret)
 	if a.ErrCode != 0 || a.AccessToken == "" || a.ExpiresIn != 7200 {
@@ -107,7 +107,7 @@ func token(t *testing.T, s *wecomtest.Server) string {
 	return a.AccessToken
 }
 
-func sendText(t *testing.T, s *wecomtest.Server, tok, to, content string, extra map[string]any) answer {
+func sendText(t *testing.T, s *emulator.Server, tok, to, content string, extra map[string]any) answer {
 	t.Helper()
 	body := map[string]any{"touser": to, "msgtype": "text", "agentid": agent, "text": map[string]string{"content": content}}
 	for k, v := range extra {
@@ -117,7 +117,7 @@ func sendText(t *testing.T, s *wecomtest.Server, tok, to, content string, extra 
 }
 
 func TestGetToken(t *testing.T) {
-	s, clk := newServer(t, wecomtest.Options{})
+	s, clk := newServer(t, emulator.Options{})
 	tests := []struct {
 		name, query string
 		code        int
@@ -166,7 +166,7 @@ func TestGetToken(t *testing.T) {
 }
 
 func TestSendRecordsAndTruncates(t *testing.T) {
-	s, _ := newServer(t, wecomtest.Options{})
+	s, _ := newServer(t, emulator.Options{})
 	tok := token(t, s)
 	long := strings.Repeat("a", 2047) + "中文" // the CJK character straddles byte 2048
 	a := sendText(t, s, tok, "zhangsan|LISI|Ghost", long, nil)
@@ -213,7 +213,7 @@ func TestSendRecordsAndTruncates(t *testing.T) {
 }
 
 func TestSendRateLimitDrops(t *testing.T) {
-	s, clk := newServer(t, wecomtest.Options{})
+	s, clk := newServer(t, emulator.Options{})
 	tok := token(t, s)
 	for i := range 35 {
 		if a := sendText(t, s, tok, "lisi", "m", nil); a.ErrCode != 0 {
@@ -236,7 +236,7 @@ func TestSendRateLimitDrops(t *testing.T) {
 }
 
 func TestSendDuplicateCheck(t *testing.T) {
-	s, clk := newServer(t, wecomtest.Options{})
+	s, clk := newServer(t, emulator.Options{})
 	tok := token(t, s)
 	dup := map[string]any{"enable_duplicate_check": 1, "duplicate_check_interval": 60}
 	a1 := sendText(t, s, tok, "lisi", "same", dup)
@@ -263,7 +263,7 @@ func TestSendDuplicateCheck(t *testing.T) {
 }
 
 func TestRecall(t *testing.T) {
-	s, clk := newServer(t, wecomtest.Options{})
+	s, clk := newServer(t, emulator.Options{})
 	tok := token(t, s)
 	a := sendText(t, s, tok, "lisi|zhangsan", "oops", nil)
 	u := s.URL() + "/cgi-bin/message/recall?access_token=" + tok
@@ -288,7 +288,7 @@ func TestRecall(t *testing.T) {
 }
 
 func TestCodes(t *testing.T) {
-	s, clk := newServer(t, wecomtest.Options{CodeTTL: time.Minute})
+	s, clk := newServer(t, emulator.Options{CodeTTL: time.Minute})
 	tok := token(t, s)
 	info := func(code string) answer {
 		return get(t, s.URL()+"/cgi-bin/auth/getuserinfo?access_token="+tok+"&code="+code)
@@ -301,7 +301,7 @@ func TestCodes(t *testing.T) {
 		t.Errorf("replayed code: %+v", a)
 	}
 	c = s.IssueCode(corpID, "outsider")
-	if a := info(c); a.ErrCode != 0 || a.UserID != "" || a.OpenID != wecomtest.OpenID(corpID, "outsider") {
+	if a := info(c); a.ErrCode != 0 || a.UserID != "" || a.OpenID != emulator.OpenID(corpID, "outsider") {
 		t.Errorf("non-member: %+v", a)
 	}
 	c = s.IssueCode(corpID, "lisi")
@@ -318,7 +318,7 @@ func TestCodes(t *testing.T) {
 }
 
 func TestLoginPagesRedirect(t *testing.T) {
-	s, _ := newServer(t, wecomtest.Options{})
+	s, _ := newServer(t, emulator.Options{})
 	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	fetch := func(u string) *http.Response {
 		t.Helper()
@@ -372,7 +372,7 @@ func TestLoginPagesRedirect(t *testing.T) {
 }
 
 func TestUserAndAgent(t *testing.T) {
-	s, _ := newServer(t, wecomtest.Options{})
+	s, _ := newServer(t, emulator.Options{})
 	tok := token(t, s)
 	if a := get(t, s.URL()+"/cgi-bin/user/get?access_token="+tok+"&userid=zhangsan"); a.ErrCode != 0 || len(a.Department) != 2 {
 		t.Errorf("user/get: %+v", a)
@@ -386,7 +386,7 @@ func TestUserAndAgent(t *testing.T) {
 }
 
 func TestInjection(t *testing.T) {
-	s, _ := newServer(t, wecomtest.Options{})
+	s, _ := newServer(t, emulator.Options{})
 	tok := token(t, s)
 	s.FailNext("/cgi-bin/message/send", 60020, "not allow to access from your ip, from ip: 203.0.113.7", 2)
 	s.FailHTTP("/cgi-bin/message/send", http.StatusBadGateway, 1)
@@ -412,11 +412,11 @@ func TestInjection(t *testing.T) {
 }
 
 func TestWaitSentAndOnSend(t *testing.T) {
-	s, _ := newServer(t, wecomtest.Options{})
+	s, _ := newServer(t, emulator.Options{})
 	tok := token(t, s)
 	var mu sync.Mutex
 	var hooked []string
-	s.OnSend(func(m wecomtest.SentMessage) {
+	s.OnSend(func(m emulator.SentMessage) {
 		mu.Lock()
 		hooked = append(hooked, m.Content)
 		mu.Unlock()
@@ -441,19 +441,5 @@ func TestWaitSentAndOnSend(t *testing.T) {
 	defer mu.Unlock()
 	if strings.Join(hooked, "") != "abc" {
 		t.Errorf("hook saw %q", hooked)
-	}
-}
-
-// TestNoTestingImport keeps the package usable inside the daemon binary.
-func TestNoTestingImport(t *testing.T) {
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	out, err := exec.Command(goBin, "list", "-deps", ".").Output()
-	if err != nil {
-		t.Fatalf("go list: %v", err)
-	}
-	for _, dep := range strings.Fields(string(out)) {
-		if dep == "testing" {
-			t.Fatal("wecomtest depends on package testing")
-		}
 	}
 }

@@ -1,6 +1,7 @@
-package wecomtest
+package emulator
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -10,7 +11,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strconv"
@@ -24,17 +24,45 @@ const (
 	DefaultTokenTTL       = 7200 * time.Second
 	DefaultCodeTTL        = 5 * time.Minute
 	DefaultPerMinuteLimit = 30
+	DefaultPerHourLimit   = 1000
 	DefaultTruncateBytes  = 2048
 
-	defaultDuplicateInterval = 1800 * time.Second
-	maxDuplicateInterval     = 4 * time.Hour
-	maxRequestBody           = 2 << 20
+	// DefaultDuplicateCheckInterval is the duplicate window of a request
+	// that sets enable_duplicate_check without duplicate_check_interval.
+	DefaultDuplicateCheckInterval = 1800 * time.Second
+	// MaxDuplicateCheckInterval is the longest duplicate window WeCom
+	// accepts; longer intervals are cut to it.
+	MaxDuplicateCheckInterval = 4 * time.Hour
+
+	maxRequestBody = 2 << 20
+	sweepEvery     = 256 // sends between sweeps of expired duplicate records
+)
+
+// DropReason says why message/send answered errcode 0 but did not deliver.
+type DropReason string
+
+// Reasons for a silent drop.
+const (
+	// DropDuplicate: enable_duplicate_check was set and an equal request
+	// (the whole JSON, compared after decoding) arrived within its
+	// duplicate_check_interval.
+	DropDuplicate DropReason = "duplicate"
+	// DropMinuteLimit: the member already received PerMinuteLimit messages
+	// from the app in the last 60 seconds.
+	DropMinuteLimit DropReason = "per-minute limit"
+	// DropHourLimit: the member already received PerHourLimit messages
+	// from the app in the last hour.
+	DropHourLimit DropReason = "per-hour limit"
 )
 
 // Options tunes a Server. Zero values take the defaults.
 type Options struct {
-	// Now is the server's clock, used for token and code expiry, the rate
-	// limit and the duplicate check; default time.Now.
+	// Listener is where the server accepts connections; default a new
+	// listener on 127.0.0.1 with a free port. The server closes it.
+	Listener net.Listener
+	// Now is the server's clock, used for token and code expiry, the
+	// per-member budget and the duplicate check: they count by arrival
+	// time on this clock, as WeCom counts by its own. Default time.Now.
 	Now func() time.Time
 	// TokenTTL is the access token lifetime (expires_in); default 7200s.
 	TokenTTL time.Duration
@@ -43,12 +71,18 @@ type Options struct {
 	// PerMinuteLimit is how many messages one member may receive from one
 	// app per minute before further ones are silently dropped; default 30.
 	PerMinuteLimit int
+	// PerHourLimit is the same budget per hour; default 1000.
+	PerHourLimit int
+	// MediaTTL is how long a media_id from AddMedia stays valid; default
+	// DefaultMediaTTL (three days).
+	MediaTTL time.Duration
 	// TruncateBytes is the content length past which message/send
 	// truncates; default 2048.
 	TruncateBytes int
 }
 
-// SentMessage is one delivery of a message/send call to one member.
+// SentMessage is one delivery of a message/send call to one member, or,
+// in Dropped, one that was silently dropped.
 type SentMessage struct {
 	// CorpID and AgentID identify the sending app.
 	CorpID  string
@@ -72,6 +106,8 @@ type SentMessage struct {
 	DuplicateCheck bool
 	// Recalled reports whether message/recall withdrew the message.
 	Recalled bool
+	// Drop is why the message was not delivered; empty in Sent.
+	Drop DropReason
 }
 
 type app struct {
@@ -106,7 +142,7 @@ type memberKey struct {
 type dupKey struct {
 	corpID  string
 	agentID int64
-	body    string
+	body    string // canonical request JSON
 }
 
 type dupEntry struct {
@@ -120,37 +156,47 @@ type failure struct {
 	errmsg  string
 }
 
-// Server is a fake WeCom API server speaking the documented wire format:
-// gettoken, message/send, message/recall, auth/getuserinfo, user/get,
-// agent/get, and the in-app OAuth and browser login pages. It records
-// every delivery and can inject errors. It does not import package testing,
-// so it can also back a simulator inside a binary. All methods are safe
-// for concurrent use.
+// Server is an embedded WeCom API server speaking the documented wire
+// format: gettoken, message/send, message/recall, auth/getuserinfo,
+// user/get, agent/get, media/get, and the in-app OAuth and browser login
+// pages. It
+// records every delivery and every silent drop and can inject errors. All
+// methods are safe for concurrent use.
 //
 // Members (AddUser) belong to every corp and are visible to every app.
 type Server struct {
-	srv  *httptest.Server
-	opts Options
+	hs     *http.Server
+	mux    *http.ServeMux
+	url    string
+	opts   Options
+	served chan struct{} // closed when Serve returns
+
+	connMu  sync.Mutex
+	fresh   map[net.Conn]struct{} // connections that have sent no request yet
+	closing bool
 
 	mu         sync.Mutex
 	apps       []*app
 	users      map[string]*user // by lower-cased userid
 	tokens     map[string]*token
 	codes      map[string]*code
+	media      map[string]*media
 	sent       []SentMessage
 	dropped    []SentMessage
-	windows    map[memberKey][]time.Time
+	windows    map[memberKey][]time.Time // delivery times within the last hour
 	dups       map[dupKey]dupEntry
 	fails      map[string][]failure
 	tokenCalls int
 	loginUser  string
 	onSend     func(SentMessage)
+	onDrop     func(SentMessage)
 	changed    chan struct{}
 	seq        int
 }
 
-// NewServer starts a Server on a loopback port. Close it when done.
-func NewServer(opts Options) *Server {
+// New starts a Server on opts.Listener, or on a free loopback port. Close
+// it when done.
+func New(opts Options) (*Server, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -163,38 +209,111 @@ func NewServer(opts Options) *Server {
 	if opts.PerMinuteLimit <= 0 {
 		opts.PerMinuteLimit = DefaultPerMinuteLimit
 	}
+	if opts.PerHourLimit <= 0 {
+		opts.PerHourLimit = DefaultPerHourLimit
+	}
 	if opts.TruncateBytes <= 0 {
 		opts.TruncateBytes = DefaultTruncateBytes
 	}
+	if opts.MediaTTL <= 0 {
+		opts.MediaTTL = DefaultMediaTTL
+	}
+	ln := opts.Listener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			return nil, fmt.Errorf("emulator: listen: %w", err)
+		}
+	}
+	opts.Listener = nil // the server owns it from here
 	s := &Server{
 		opts:    opts,
 		users:   map[string]*user{},
 		tokens:  map[string]*token{},
 		codes:   map[string]*code{},
+		media:   map[string]*media{},
 		windows: map[memberKey][]time.Time{},
 		dups:    map[dupKey]dupEntry{},
 		fails:   map[string][]failure{},
 		changed: make(chan struct{}),
+		served:  make(chan struct{}),
+		fresh:   map[net.Conn]struct{}{},
+		mux:     http.NewServeMux(),
+		url:     "http://" + ln.Addr().String(),
 	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /cgi-bin/gettoken", s.getToken)
-	mux.HandleFunc("POST /cgi-bin/message/send", s.send)
-	mux.HandleFunc("POST /cgi-bin/message/recall", s.recall)
-	mux.HandleFunc("GET /cgi-bin/auth/getuserinfo", s.getUserInfo)
-	mux.HandleFunc("GET /cgi-bin/user/get", s.getUser)
-	mux.HandleFunc("GET /cgi-bin/agent/get", s.getAgent)
-	mux.HandleFunc("GET /connect/oauth2/authorize", s.authorize)
-	mux.HandleFunc("GET /wwlogin/sso/login", s.ssoLogin)
-	s.srv = httptest.NewServer(s.inject(mux))
-	return s
+	s.mux.HandleFunc("GET /cgi-bin/gettoken", s.getToken)
+	s.mux.HandleFunc("POST /cgi-bin/message/send", s.send)
+	s.mux.HandleFunc("POST /cgi-bin/message/recall", s.recall)
+	s.mux.HandleFunc("GET /cgi-bin/auth/getuserinfo", s.getUserInfo)
+	s.mux.HandleFunc("GET /cgi-bin/user/get", s.getUser)
+	s.mux.HandleFunc("GET /cgi-bin/agent/get", s.getAgent)
+	s.mux.HandleFunc("GET /cgi-bin/media/get", s.getMedia)
+	s.mux.HandleFunc("GET /connect/oauth2/authorize", s.authorize)
+	s.mux.HandleFunc("GET /wwlogin/sso/login", s.ssoLogin)
+	s.hs = &http.Server{
+		Handler:           s.inject(s.mux),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       time.Minute,
+		ConnState:         s.trackConn,
+	}
+	go func() {
+		defer close(s.served)
+		_ = s.hs.Serve(ln) // returns http.ErrServerClosed after Shutdown or Close
+	}()
+	return s, nil
 }
 
-// Close shuts the server down.
-func (s *Server) Close() { s.srv.Close() }
+// Shutdown stops accepting connections and waits until the requests in
+// progress are answered or ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	done := make(chan error, 1)
+	go func() { done <- s.hs.Shutdown(ctx) }()
+	// http.Server counts a connection that has sent no request as busy for
+	// five seconds; clients dial such spares. Nothing more will come on
+	// them: close them, as httptest does.
+	s.connMu.Lock()
+	s.closing = true
+	for c := range s.fresh {
+		_ = c.Close()
+	}
+	s.connMu.Unlock()
+	err := <-done
+	if err != nil {
+		_ = s.hs.Close()
+	}
+	<-s.served
+	if err != nil {
+		return fmt.Errorf("emulator: shutdown: %w", err)
+	}
+	return nil
+}
 
-// URL returns the server's base URL; use it as the client's API, OAuth and
-// SSO base.
-func (s *Server) URL() string { return s.srv.URL }
+// Close shuts the server down, waiting up to five seconds for requests in
+// progress.
+func (s *Server) Close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = s.Shutdown(ctx) // Shutdown has already forced the close on error
+}
+
+// trackConn remembers connections that have not sent a request yet.
+func (s *Server) trackConn(c net.Conn, st http.ConnState) {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	if st != http.StateNew {
+		delete(s.fresh, c)
+		return
+	}
+	if s.closing {
+		_ = c.Close()
+		return
+	}
+	s.fresh[c] = struct{}{}
+}
+
+// URL returns the server's base URL, e.g. "http://127.0.0.1:41234"; use it
+// as the client's API, OAuth and SSO base.
+func (s *Server) URL() string { return s.url }
 
 // AddApp registers an app (agent) of a corp with its secret. A corp may
 // have several apps.
@@ -244,6 +363,15 @@ func (s *Server) OnSend(fn func(SentMessage)) {
 	s.onSend = fn
 }
 
+// OnDrop registers fn to be called for every message answered errcode 0
+// but not delivered (see Dropped), after it is recorded; the same rules as
+// for OnSend apply. A simulator can show the user what WeCom swallowed.
+func (s *Server) OnDrop(fn func(SentMessage)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.onDrop = fn
+}
+
 // Sent returns every delivered message in order.
 func (s *Server) Sent() []SentMessage {
 	s.mu.Lock()
@@ -251,8 +379,9 @@ func (s *Server) Sent() []SentMessage {
 	return slices.Clone(s.sent)
 }
 
-// Dropped returns the messages silently dropped by the per-member rate
-// limit, in order.
+// Dropped returns the messages that message/send accepted with errcode 0
+// but did not deliver, in order, each with its Drop reason: duplicates and
+// messages over the per-member budget.
 func (s *Server) Dropped() []SentMessage {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -274,7 +403,7 @@ func (s *Server) WaitSent(ctx context.Context, n int) ([]SentMessage, error) {
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return s.Sent(), fmt.Errorf("wecomtest: waiting for %d messages: %w", n, ctx.Err())
+			return s.Sent(), fmt.Errorf("emulator: waiting for %d messages: %w", n, ctx.Err())
 		}
 	}
 }
@@ -500,17 +629,16 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	shown, truncated := truncate(content, s.opts.TruncateBytes)
-
-	now := s.opts.Now()
-	s.mu.Lock()
-	dk := dupKey{a.corpID, a.agentID, string(body)}
-	if req.EnableDuplicateCheck == 1 {
-		if d, found := s.dups[dk]; found && now.Before(d.until) {
-			s.mu.Unlock()
-			writeJSON(w, ok(map[string]any{"invaliduser": "", "msgid": d.msgID}))
-			return
-		}
+	canon, err := canonicalJSON(body)
+	if err != nil {
+		s.apiError(w, r, 47001, "data format error")
+		return
 	}
+
+	s.mu.Lock()
+	// Read the clock under the lock, so that arrival times are in the order
+	// in which requests are counted.
+	now := s.opts.Now()
 	var valid []*user
 	var invalidUsers []string
 	if strings.TrimSpace(req.ToUser) == "@all" {
@@ -542,31 +670,68 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.seq++
-	msgID := fmt.Sprintf("msg%d_%s", s.seq, randomHex(6))
-	if req.EnableDuplicateCheck == 1 {
-		interval := time.Duration(req.DuplicateCheckInterval) * time.Second
-		if interval <= 0 {
-			interval = defaultDuplicateInterval
-		}
-		interval = min(interval, maxDuplicateInterval)
-		s.dups[dk] = dupEntry{msgID: msgID, until: now.Add(interval)}
+	if s.seq%sweepEvery == 0 {
+		s.sweepLocked(now)
 	}
-	var delivered []SentMessage
-	for _, u := range valid {
-		m := SentMessage{
+	msgID := fmt.Sprintf("msg%d_%s", s.seq, randomHex(6))
+	record := func(u *user) SentMessage {
+		return SentMessage{
 			CorpID: a.corpID, AgentID: a.agentID, ToUser: u.id, MsgType: req.MsgType,
 			Content: shown, Truncated: truncated, MsgID: msgID, At: now,
 			DuplicateCheck: req.EnableDuplicateCheck == 1,
 		}
+	}
+	if req.EnableDuplicateCheck == 1 {
+		dk := dupKey{a.corpID, a.agentID, canon}
+		if d, found := s.dups[dk]; found && now.Before(d.until) {
+			// WeCom answers a duplicate like a delivery and tells nobody.
+			msgID = d.msgID
+			var dropped []SentMessage
+			for _, u := range valid {
+				m := record(u)
+				m.Drop = DropDuplicate
+				dropped = append(dropped, m)
+			}
+			s.dropped = append(s.dropped, dropped...)
+			hook := s.onDrop
+			s.mu.Unlock()
+			writeJSON(w, ok(map[string]any{"invaliduser": strings.Join(invalidUsers, "|"), "msgid": msgID}))
+			callHook(hook, dropped)
+			return
+		}
+		interval := time.Duration(req.DuplicateCheckInterval) * time.Second
+		if interval <= 0 {
+			interval = DefaultDuplicateCheckInterval
+		}
+		interval = min(interval, MaxDuplicateCheckInterval)
+		s.dups[dk] = dupEntry{msgID: msgID, until: now.Add(interval)}
+	}
+	var delivered, dropped []SentMessage
+	for _, u := range valid {
+		m := record(u)
 		k := memberKey{a.corpID, a.agentID, strings.ToLower(u.id)}
-		win := s.windows[k][:0:0]
-		for _, t := range s.windows[k] {
-			if now.Sub(t) < time.Minute {
-				win = append(win, t)
+		win := s.windows[k]
+		// Keep the deliveries of the last hour; count the last minute's.
+		keep := win[:0]
+		minute := 0
+		for _, t := range win {
+			if now.Sub(t) < time.Hour {
+				keep = append(keep, t)
+				if now.Sub(t) < time.Minute {
+					minute++
+				}
 			}
 		}
-		if len(win) >= s.opts.PerMinuteLimit {
+		win = keep
+		switch {
+		case minute >= s.opts.PerMinuteLimit:
+			m.Drop = DropMinuteLimit
+		case len(win) >= s.opts.PerHourLimit:
+			m.Drop = DropHourLimit
+		}
+		if m.Drop != "" {
 			s.dropped = append(s.dropped, m)
+			dropped = append(dropped, m)
 			s.windows[k] = win
 			continue
 		}
@@ -578,7 +743,7 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request) {
 		close(s.changed)
 		s.changed = make(chan struct{})
 	}
-	hook := s.onSend
+	sendHook, dropHook := s.onSend, s.onDrop
 	s.mu.Unlock()
 
 	resp := ok(map[string]any{"msgid": msgID, "invaliduser": strings.Join(invalidUsers, "|")})
@@ -589,9 +754,50 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request) {
 		resp["invalidtag"] = strings.Join(invalidTag, "|")
 	}
 	writeJSON(w, resp)
-	if hook != nil {
-		for _, m := range delivered {
-			hook(m)
+	callHook(sendHook, delivered)
+	callHook(dropHook, dropped)
+}
+
+func callHook(fn func(SentMessage), ms []SentMessage) {
+	if fn == nil {
+		return
+	}
+	for _, m := range ms {
+		fn(m)
+	}
+}
+
+// canonicalJSON decodes a request body and encodes it again with object
+// keys sorted and no insignificant whitespace, so that two requests WeCom
+// would call the same JSON compare equal as strings. Numbers keep their
+// literal text.
+func canonicalJSON(body []byte) (string, error) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return "", err
+	}
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil { // maps encode with sorted keys
+		return "", err
+	}
+	return b.String(), nil
+}
+
+// sweepLocked forgets duplicate records whose window has passed and members
+// with no delivery in the last hour, so a long-running emulator stays small.
+func (s *Server) sweepLocked(now time.Time) {
+	for k, d := range s.dups {
+		if !now.Before(d.until) {
+			delete(s.dups, k)
+		}
+	}
+	for k, win := range s.windows {
+		if len(win) == 0 || now.Sub(win[len(win)-1]) >= time.Hour {
+			delete(s.windows, k)
 		}
 	}
 }

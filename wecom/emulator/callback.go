@@ -1,4 +1,4 @@
-package wecomtest
+package emulator
 
 import (
 	"bytes"
@@ -42,7 +42,7 @@ func NewCallback(token, encodingAESKey, corpID string, agentID int64, inner []by
 	}
 	c, err := wecom.NewCrypto(token, encodingAESKey, corpID, wecom.WithRand(rnd))
 	if err != nil {
-		return nil, fmt.Errorf("wecomtest: callback: %w", err)
+		return nil, fmt.Errorf("emulator: callback: %w", err)
 	}
 	nonce, err := randomNonce(rnd)
 	if err != nil {
@@ -50,13 +50,13 @@ func NewCallback(token, encodingAESKey, corpID string, agentID int64, inner []by
 	}
 	enc, err := c.Encrypt(inner)
 	if err != nil {
-		return nil, fmt.Errorf("wecomtest: callback: %w", err)
+		return nil, fmt.Errorf("emulator: callback: %w", err)
 	}
 	ts := strconv.FormatInt(time.Now().Unix(), 10)
 	env := wecom.Envelope{ToUserName: corpID, Encrypt: enc, AgentID: strconv.FormatInt(agentID, 10)}
 	body, err := env.Marshal(format)
 	if err != nil {
-		return nil, fmt.Errorf("wecomtest: callback: %w", err)
+		return nil, fmt.Errorf("emulator: callback: %w", err)
 	}
 	return &Callback{
 		Query: url.Values{
@@ -74,7 +74,7 @@ func NewCallback(token, encodingAESKey, corpID string, agentID int64, inner []by
 func VerifyURLQuery(token, encodingAESKey, corpID, echo string) (url.Values, error) {
 	c, err := wecom.NewCrypto(token, encodingAESKey, corpID)
 	if err != nil {
-		return nil, fmt.Errorf("wecomtest: verify url: %w", err)
+		return nil, fmt.Errorf("emulator: verify url: %w", err)
 	}
 	nonce, err := randomNonce(rand.Reader)
 	if err != nil {
@@ -82,7 +82,7 @@ func VerifyURLQuery(token, encodingAESKey, corpID, echo string) (url.Values, err
 	}
 	enc, err := c.Encrypt([]byte(echo))
 	if err != nil {
-		return nil, fmt.Errorf("wecomtest: verify url: %w", err)
+		return nil, fmt.Errorf("emulator: verify url: %w", err)
 	}
 	ts := strconv.FormatInt(time.Now().Unix(), 10)
 	return url.Values{
@@ -97,7 +97,7 @@ func VerifyURLQuery(token, encodingAESKey, corpID, echo string) (url.Values, err
 func randomNonce(r io.Reader) (string, error) {
 	var b [10]byte
 	if _, err := io.ReadFull(r, b[:]); err != nil {
-		return "", fmt.Errorf("wecomtest: read random bytes: %w", err)
+		return "", fmt.Errorf("emulator: read random bytes: %w", err)
 	}
 	for i := range b {
 		b[i] = '0' + b[i]%10
