@@ -39,14 +39,14 @@ func TestStreamDeltasMakeTheAnswer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Answer != got.String() || res.Answer != demo.Answer(req) {
+	if res.Answer != got.String() || res.Answer != demo.Answer(req, 1) {
 		t.Fatal("Result.Answer differs from the streamed deltas or from Answer")
 	}
 	if want := utf8.RuneCountInString(res.Answer)/5 + 1; n < want-1 {
 		t.Fatalf("%d deltas, want about %d", n, want)
 	}
 	a := res.Answer
-	for _, want := range []string{demo.Label, "演示模型", "Demo", "「报销 流程 是什么？」", "第 1 个问题", "\n- ", "| --- |", "\n1. ", "\n\n"} {
+	for _, want := range []string{demo.Label, "演示模型", "Demo", "「报销 流程 是什么？」", "第 1 个问题", "演示回答 #1", "\n- ", "| --- |", "\n1. ", "\n\n"} {
 		if !strings.Contains(a, want) {
 			t.Errorf("answer lacks %q", want)
 		}
@@ -61,7 +61,7 @@ func TestStreamDeltasMakeTheAnswer(t *testing.T) {
 
 func TestAnswerCountsTurns(t *testing.T) {
 	req := llm.Request{User: "u", Query: "q", History: []llm.Turn{{Question: "a", Answer: "b"}, {Question: "c", Answer: "d"}}}
-	if a := demo.Answer(req); !strings.Contains(a, "第 3 个问题") {
+	if a := demo.Answer(req, 7); !strings.Contains(a, "第 3 个问题") {
 		t.Fatalf("third question not counted: %q", a[:200])
 	}
 }
@@ -81,7 +81,7 @@ func TestStreamCancelReturnsPartial(t *testing.T) {
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)
 	}
-	if res == nil || res.Answer != got.String() || res.Answer == demo.Answer(llm.Request{User: "u", Query: "q"}) {
+	if res == nil || res.Answer != got.String() || res.Answer == demo.Answer(llm.Request{User: "u", Query: "q"}, 1) {
 		t.Fatalf("want the partial answer streamed so far, got %+v", res)
 	}
 }
@@ -118,5 +118,35 @@ func TestStreamRejectsEmptyRequest(t *testing.T) {
 	}
 	if _, err := demo.New(demo.Config{DeltaRunes: -1}); err == nil {
 		t.Error("negative DeltaRunes accepted")
+	}
+}
+
+// TestAnswersDiffer: each answer is numbered, so WeCom's duplicate check
+// cannot take a later answer's pieces for repeats of an earlier one's.
+func TestAnswersDiffer(t *testing.T) {
+	b := newBackend(t, demo.Config{Delay: -1})
+	req := llm.Request{User: "u", Query: "same question"}
+	var answers []string
+	for range 2 {
+		res, err := b.Stream(context.Background(), req, func(llm.Delta) error { return nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		answers = append(answers, res.Answer)
+	}
+	for i, a := range answers {
+		if a != demo.Answer(req, int64(i+1)) {
+			t.Fatalf("answer %d is not Answer(req, %d)", i+1, i+1)
+		}
+	}
+	for _, p := range strings.Split(answers[0], "\n\n") {
+		if strings.Contains(p, "#1") && strings.Contains(answers[1], p) {
+			t.Errorf("numbered paragraph %q repeats in the second answer", p)
+		}
+	}
+	for _, h := range []string{"（#2）", "演示回答 #2 结束"} {
+		if !strings.Contains(answers[1], h) {
+			t.Errorf("second answer lacks %q", h)
+		}
 	}
 }
