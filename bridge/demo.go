@@ -56,6 +56,21 @@ type DemoOptions struct {
 	// ModelDelay is the built-in model's pause between deltas; 0 means
 	// demo.DefaultDelay, negative none.
 	ModelDelay time.Duration
+	// Started, when set, is called once the daemon serves, before the
+	// first line is read: for programs that drive a demo (and its tests).
+	Started func(DemoInfo)
+}
+
+// DemoInfo describes a running demo.
+type DemoInfo struct {
+	// BaseURL is the daemon's address, e.g. "http://127.0.0.1:41234".
+	BaseURL string
+	// HistoryURL and MetricsURL are the pages printed in the banner.
+	HistoryURL, MetricsURL string
+	// Dir is the temporary directory holding the store; Demo removes it.
+	Dir string
+	// Emulator is the embedded WeCom: what it delivered, and to whom.
+	Emulator *emulator.Server
 }
 
 // Demo runs the whole daemon on embedded defaults, with no config file and
@@ -184,6 +199,9 @@ Type a question and press Enter; /new starts a new conversation, /help shows hel
 
 `, choice.title, base, o.User, o.User, base, base, demoApp, emu.URL())
 
+	if o.Started != nil {
+		o.Started(DemoInfo{BaseURL: base, HistoryURL: base + "/history", MetricsURL: base + "/metrics", Dir: dir, Emulator: emu})
+	}
 	done := make(chan struct{})
 	defer close(done)
 	lines := make(chan string)
