@@ -329,14 +329,14 @@ func demoBackend(env func(string) string) (demoChoice, error) {
 	var ch demoChoice
 	var errs []error
 	if oURL != "" && oKey == "" {
-		errs = append(errs, errors.New("demo: OPENAI_BASE_URL is set but OPENAI_API_KEY is not: set it too (any value for a local server such as Ollama), or unset OPENAI_BASE_URL to use the demo model / 设置了 OPENAI_BASE_URL 但没有 OPENAI_API_KEY"))
+		errs = append(errs, errors.New("demo: 设置了 OPENAI_BASE_URL 但没有 OPENAI_API_KEY：请一并设置（Ollama 等本地服务可填任意值），或取消 OPENAI_BASE_URL 以使用演示模型。OPENAI_BASE_URL is set but OPENAI_API_KEY is not: set it too (any value for a local server such as Ollama), or unset OPENAI_BASE_URL to use the demo model"))
 	}
 	if dURL != "" && dKey == "" {
-		errs = append(errs, errors.New("demo: DIFY_BASE_URL is set but DIFY_API_KEY is not: set it to the app's API key (app-...), or unset DIFY_BASE_URL to use the demo model / 设置了 DIFY_BASE_URL 但没有 DIFY_API_KEY"))
+		errs = append(errs, errors.New("demo: 设置了 DIFY_BASE_URL 但没有 DIFY_API_KEY：请设置为 Dify 应用的 API 密钥（app-...），或取消 DIFY_BASE_URL 以使用演示模型。DIFY_BASE_URL is set but DIFY_API_KEY is not: set it to the app's API key (app-...), or unset DIFY_BASE_URL to use the demo model"))
 	}
 	useOpenAI, useDify := oURL != "" && oKey != "", dURL != "" && dKey != ""
 	if useOpenAI && useDify {
-		errs = append(errs, errors.New("demo: both OPENAI_BASE_URL and DIFY_BASE_URL are set: unset one of them / 同时设置了 OPENAI_* 和 DIFY_*，请只保留一组"))
+		errs = append(errs, errors.New("demo: 同时设置了 OPENAI_BASE_URL 和 DIFY_BASE_URL，请只保留一组。Both OPENAI_BASE_URL and DIFY_BASE_URL are set: unset one of them"))
 	}
 	if len(errs) > 0 {
 		return ch, errors.Join(errs...)
@@ -366,7 +366,7 @@ func demoBackend(env func(string) string) (demoChoice, error) {
 		}
 		names := strings.NewReplacer("base_url:", prefix+"BASE_URL:", "api_key:", prefix+"API_KEY:",
 			"model:", "OPENAI_MODEL:", "dify_mode:", "DIFY_MODE:")
-		return ch, fmt.Errorf("demo: %s", names.Replace(err.Error()))
+		return ch, fmt.Errorf("demo: 环境变量有误 bad environment variable: %s", names.Replace(err.Error()))
 	}
 	return ch, nil
 }
