@@ -73,6 +73,15 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	switch cmd {
 	case "serve", "check", "check-config":
+	case "demo":
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		if err := bridge.Demo(ctx, bridge.DemoOptions{In: stdin, Out: stdout, Log: log, Env: os.Getenv}); err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		return 0
 	case "simulate":
 		cfg, choice, err := bridge.LoadForSimulate(*configPath, bridge.SimulateChoice{App: *appName, Bot: *botName, Backend: *backendName})
 		if err != nil {

@@ -386,7 +386,7 @@ func (d *appReply) send(ctx context.Context, content, msgType string, seq uint64
 		r := wecom.Classify(err)
 		wait, retry := r.Backoff(attempt), r.Heal
 		if r.Class == wecom.ClassRateLimited {
-			wait = max(wait, d.a.wc.RateLimitWait)
+			wait = d.a.wc.RateLimitWait // wecom.rate_limit_wait, 60 s by default
 		}
 		var ae *wecom.APIError
 		if errors.As(err, &ae) {

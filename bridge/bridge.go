@@ -32,6 +32,10 @@ type Deps struct {
 	HTTPClient *http.Client
 	// Now is the clock; nil uses time.Now.
 	Now func() time.Time
+	// Backends, when set, replace the backends of the same name in
+	// Config.Backends, whose entry then only sets how the bridge treats the
+	// backend (its type). The demo mode uses it for its built-in model.
+	Backends map[string]llm.Backend
 }
 
 // Bridge is the running daemon.
@@ -39,6 +43,7 @@ type Bridge struct {
 	log     *slog.Logger
 	store   *kv.Store
 	hc      *http.Client // LLM backends
+	fixed   map[string]llm.Backend
 	wecomHC *http.Client // the WeCom API
 	now     func() time.Time
 
@@ -117,7 +122,7 @@ func New(cfg *Config, d Deps) (*Bridge, error) {
 		}}
 	}
 	b := &Bridge{
-		log: d.Log, store: d.Store, hc: d.HTTPClient, wecomHC: wecomClient(d.HTTPClient, cfg), now: d.Now,
+		log: d.Log, store: d.Store, hc: d.HTTPClient, fixed: d.Backends, wecomHC: wecomClient(d.HTTPClient, cfg), now: d.Now,
 		metrics:  newMetrics(),
 		serveErr: make(chan error, 1),
 		clients:  map[clientKey]*appClients{},
@@ -172,6 +177,10 @@ func (b *Bridge) build(cfg *Config) (*runtime, error) {
 	rt := &runtime{cfg: cfg, apps: map[string]*app{}, bots: map[string]*bot{}}
 	backends := map[string]llm.Backend{}
 	for name, bc := range cfg.Backends {
+		if be, ok := b.fixed[name]; ok {
+			backends[name] = be
+			continue
+		}
 		be, err := llm.New(bc, b.hc, b.log.With("backend", name))
 		if err != nil {
 			return nil, fmt.Errorf("bridge: backends.%s: %w", name, err)
