@@ -3,8 +3,10 @@ package emulator_test
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -134,13 +136,13 @@ func TestBotServerSpeaksOfficialSDK(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	url, err := srv.Listen("127.0.0.1:0")
+	wsURL, err := srv.Listen("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer srv.Close()
 
-	sdk := startSDK(t, ctx, url, sdkBot, sdkSecret, "roundtrip")
+	sdk := startSDK(t, ctx, wsURL, sdkBot, sdkSecret, "roundtrip")
 	sdk.expect(ctx, "READY")
 	welcomeReq, err := srv.Push(sdkBot, aibot.Message{MsgType: aibot.MsgEvent, From: aibot.From{UserID: sdkUser}, Event: &aibot.Event{EventType: aibot.EventEnterChat}})
 	if err != nil {
@@ -168,7 +170,7 @@ func TestBotServerSpeaksOfficialSDK(t *testing.T) {
 	// must recognise the fake's disconnected_event and stop.
 	goReplies := make(chan error, 2)
 	var client *aibot.Client
-	client, err = aibot.New(aibot.Config{BotID: sdkBot, Secret: sdkSecret, URL: url}, aibot.Deps{
+	client, err = aibot.New(aibot.Config{BotID: sdkBot, Secret: sdkSecret, URL: wsURL}, aibot.Deps{
 		Handler: func(ctx context.Context, cb *aibot.Callback) {
 			switch {
 			case cb.Message.Event != nil && cb.Message.Event.EventType == aibot.EventEnterChat:
@@ -303,12 +305,12 @@ func TestBotServerRefusesOfficialSDKWithBadSecret(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	url, err := srv.Listen("127.0.0.1:0")
+	wsURL, err := srv.Listen("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	sdk := startSDK(t, ctx, url, sdkBot, "wrong-secret", "badsecret")
+	sdk := startSDK(t, ctx, wsURL, sdkBot, "wrong-secret", "badsecret")
 	sdk.expect(ctx, "AUTHFAILED")
 	if err := sdk.exit(ctx); err != nil {
 		var ee *exec.ExitError
@@ -319,5 +321,65 @@ func TestBotServerRefusesOfficialSDKWithBadSecret(t *testing.T) {
 	}
 	if srv.AuthFailures(sdkBot) < 1 || srv.Subscribes(sdkBot) != 0 {
 		t.Errorf("auth failures %d, subscribes %d", srv.AuthFailures(sdkBot), srv.Subscribes(sdkBot))
+	}
+}
+
+// TestAIBotCryptoMatchesOfficialSDK checks aibot's media decryption and
+// webhook crypto against the SDK's decryptFile and WecomCrypto, both ways.
+func TestAIBotCryptoMatchesOfficialSDK(t *testing.T) {
+	dir, node := sdkDir(t)
+	const (
+		token  = "QDG6eK"
+		encKey = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"
+		aesKey = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlBQkNERUY="
+	)
+	media := []byte(strings.Repeat("年假制度 PDF bytes ", 50))
+	ct, err := aibot.EncryptMedia(media, aesKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := aibot.NewWebhook(token, encKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reply, err := w.StreamReply("STREAMID", "**答案**：见手册", false, "fb", "1700000000", "nonce-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := `{"msgid":"sdk-m","aibotid":"A","chattype":"single","from":{"userid":"U"},"msgtype":"text","text":{"content":"SDK 加密"}}`
+	req, _ := json.Marshal(map[string]string{
+		"aeskey": aesKey, "media": base64.StdEncoding.EncodeToString(ct), "token": token, "encodingAESKey": encKey,
+		"reply": string(reply), "plain": plain, "timestamp": "1700000009", "nonce": "nonce-9",
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, filepath.Join(dir, "sdk-check.cjs"), "crypto")
+	cmd.Dir = dir
+	cmd.Stdin = strings.NewReader(string(req))
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("sdk-check crypto: %v", err)
+	}
+	var res struct {
+		Media, Reply, Encrypt, Signature string
+		ReplyOK                          bool
+	}
+	if err := json.Unmarshal(out, &res); err != nil {
+		t.Fatalf("%s: %v", out, err)
+	}
+	if got, _ := base64.StdEncoding.DecodeString(res.Media); string(got) != string(media) {
+		t.Error("the SDK's decryptFile disagrees with EncryptMedia")
+	}
+	if !res.ReplyOK || res.Reply != `{"msgtype":"stream","stream":{"id":"STREAMID","finish":false,"content":"**答案**：见手册","feedback":{"id":"fb"}}}` {
+		t.Errorf("the SDK opened our passive reply as %q (signature ok %v)", res.Reply, res.ReplyOK)
+	}
+	body, _ := json.Marshal(map[string]string{"encrypt": res.Encrypt})
+	m, err := w.Open(url.Values{"msg_signature": {res.Signature}, "timestamp": {"1700000009"}, "nonce": {"nonce-9"}}, body)
+	if err != nil || m.MsgID != "sdk-m" || m.Question() != "SDK 加密" {
+		t.Errorf("opening the SDK's ciphertext: %+v %v", m, err)
+	}
+	back, err := aibot.DecryptMedia(ct, aesKey)
+	if err != nil || string(back) != string(media) {
+		t.Errorf("DecryptMedia round trip: %v", err)
 	}
 }
