@@ -37,6 +37,10 @@ const (
 
 // Config configures a Client.
 type Config struct {
+	// Name is the bot's name in the daemon's config ([[bots]] name). It is
+	// only used to name the config key in errors and logs
+	// (bots.<Name>.secret); optional.
+	Name string
 	// BotID is the bot's id (智能机器人 → BotID). Required.
 	BotID string
 	// Secret is the long-connection Secret. Required; never logged.
@@ -64,6 +68,20 @@ type Config struct {
 	// Zero means DefaultDisplacedDelay; negative means stay down: Run
 	// returns an error wrapping ErrDisplaced.
 	DisplacedDelay time.Duration
+}
+
+// LogValue keeps the Secret out of logs.
+func (c Config) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("name", c.Name), slog.String("bot_id", c.BotID),
+		slog.String("secret", "<redacted>"), slog.String("url", redactURL(c.URL)))
+}
+
+// secretKey names the config key of the Secret.
+func (c Config) secretKey() string {
+	if c.Name == "" {
+		return ""
+	}
+	return "bots." + c.Name + ".secret"
 }
 
 // Deps are a Client's collaborators. Handler is required.
@@ -183,7 +201,7 @@ type Client struct {
 	sess    *session
 	online  chan struct{} // closed while sess != nil
 	lanes   map[string]*lane
-	lastErr string
+	lastErr error
 
 	connects, subscribes, reconnects       atomic.Int64
 	authFailures, displaced, heartbeatDead atomic.Int64
@@ -276,9 +294,10 @@ func (c *Client) State() State { return State(c.state.Load()) }
 
 // Stats returns a snapshot of the counters.
 func (c *Client) Stats() Stats {
-	c.mu.Lock()
-	last := c.lastErr
-	c.mu.Unlock()
+	last := ""
+	if err := c.LastError(); err != nil {
+		last = err.Error()
+	}
 	return Stats{
 		State:             c.State(),
 		Connects:          c.connects.Load(),
@@ -295,6 +314,16 @@ func (c *Client) Stats() Stats {
 		Errors:            c.errs.Load(),
 		LastError:         last,
 	}
+}
+
+// LastError is the error that ended the latest connection attempt or
+// session (an *AuthError when WeCom refused the Secret, an error wrapping
+// ErrDisplaced after a disconnected_event), or nil once subscribed. Use it
+// for health checks.
+func (c *Client) LastError() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lastErr
 }
 
 // WaitOnline blocks until the Client is subscribed or ctx is done.
@@ -369,7 +398,8 @@ func (c *Client) Run(ctx context.Context) error {
 			authFailures++
 			delay = c.backoff(authFailures)
 			c.state.Store(int32(StateAuthFailed))
-			c.log.Error("aibot: subscribe refused", "errcode", auth.Code, "errmsg", auth.Msg,
+			c.log.Error("aibot: subscribe refused: 机器人 Secret 或 BotID 错误 / wrong bot secret or BotID",
+				"key", auth.Key, "errcode", auth.Code, "errmsg", auth.Msg,
 				"attempt", authFailures, "retry_in", delay.String())
 		default:
 			displacements = 0
@@ -396,11 +426,7 @@ func (c *Client) backoff(n int) time.Duration {
 func (c *Client) setLastError(err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if err == nil {
-		c.lastErr = ""
-		return
-	}
-	c.lastErr = err.Error()
+	c.lastErr = err
 }
 
 func (c *Client) dispatch(ctx context.Context, cb *Callback) {
@@ -462,8 +488,8 @@ func (c *Client) session(ctx context.Context, inbox chan<- *Callback) (subscribe
 		if f.ErrCode != 0 {
 			c.authFailures.Add(1)
 			c.errs.Add(1)
-			conn.Close(websocket.StatusNormalClosure, "")
-			return false, &AuthError{Code: f.ErrCode, Msg: f.ErrMsg}
+			conn.CloseNow()
+			return false, &AuthError{Code: f.ErrCode, Msg: f.ErrMsg, Key: c.cfg.secretKey()}
 		}
 		break
 	}
@@ -475,7 +501,7 @@ func (c *Client) session(ctx context.Context, inbox chan<- *Callback) (subscribe
 	s := &session{conn: conn, ctx: sctx, cancel: scancel, pending: make(map[string]chan *Frame)}
 	c.mu.Lock()
 	c.sess = s
-	c.lastErr = ""
+	c.lastErr = nil
 	c.state.Store(int32(StateOnline))
 	close(c.online)
 	c.mu.Unlock()
@@ -496,7 +522,7 @@ func (c *Client) session(ctx context.Context, inbox chan<- *Callback) (subscribe
 	if cause := context.Cause(sctx); cause != nil && !errors.Is(cause, context.Canceled) {
 		err = cause
 	}
-	if !errors.Is(err, ErrDisplaced) {
+	if !errors.Is(err, ErrDisplaced) && ctx.Err() == nil {
 		c.errs.Add(1)
 	}
 	return true, err
@@ -529,7 +555,7 @@ func (c *Client) readLoop(s *session, inbox chan<- *Callback) error {
 		}
 		if m.MsgType == MsgEvent && m.Event.EventType == EventDisconnected {
 			s.cancel(ErrDisplaced)
-			s.conn.Close(websocket.StatusNormalClosure, "")
+			s.conn.CloseNow()
 			return ErrDisplaced
 		}
 		c.log.Debug("aibot: callback", "req_id", f.Headers.ReqID, "msgid", m.MsgID, "msgtype", m.MsgType)

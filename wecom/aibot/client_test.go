@@ -277,12 +277,13 @@ func TestClientSubscribesAndStreams(t *testing.T) {
 
 func TestClientWrongSecretBacksOffAndLogsOncePerStep(t *testing.T) {
 	const attempts = 7
-	r := newRig(t, rigOpts{client: func(c *aibot.Config) { c.Secret = "wrong" }})
+	r := newRig(t, rigOpts{client: func(c *aibot.Config) { c.Secret = "wrong"; c.Name = "kbbot" }})
 	done := make(chan struct{})
 	var st aibot.Stats
+	var last error
 	r.sleeps.hook = func(n int) {
 		if n == attempts {
-			st = r.client.Stats()
+			st, last = r.client.Stats(), r.client.LastError()
 			close(done)
 		}
 	}
@@ -302,7 +303,14 @@ func TestClientWrongSecretBacksOffAndLogsOncePerStep(t *testing.T) {
 	if !strings.Contains(st.LastError, "Secret") || strings.Contains(st.LastError, "wrong") {
 		t.Errorf("last error %q should name the Secret setting and not carry the value", st.LastError)
 	}
+	var auth *aibot.AuthError
+	if !errors.As(last, &auth) || auth.Key != "bots.kbbot.secret" || auth.Code != emulator.BotCodeAuthFailed {
+		t.Errorf("LastError %v, want an *AuthError naming bots.kbbot.secret", last)
+	}
 	logs := r.logs.String()
+	if n := strings.Count(logs, "key=bots.kbbot.secret"); n < attempts || n > attempts+1 {
+		t.Errorf("%d log lines name bots.kbbot.secret for %d attempts", n, attempts)
+	}
 	if n := strings.Count(logs, "subscribe refused"); n < attempts || n > attempts+1 {
 		t.Errorf("%d 'subscribe refused' log lines for %d attempts:\n%s", n, attempts, logs)
 	}
@@ -669,6 +677,14 @@ func TestClientDisplacedStaysDownWhenConfigured(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Run did not return after displacement")
+	}
+}
+
+func TestConfigLogValueRedactsSecret(t *testing.T) {
+	var b bytes.Buffer
+	slog.New(slog.NewTextHandler(&b, nil)).Info("cfg", "bot", aibot.Config{Name: "kb", BotID: "aib1", Secret: testSecret, URL: "wss://u:p@h/x?k=v"})
+	if strings.Contains(b.String(), testSecret) || strings.Contains(b.String(), "k=v") || strings.Contains(b.String(), "u:p") || !strings.Contains(b.String(), "aib1") {
+		t.Errorf("log %s", b.String())
 	}
 }
 
