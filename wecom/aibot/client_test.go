@@ -699,3 +699,33 @@ func TestNewValidates(t *testing.T) {
 		}
 	}
 }
+
+func TestClientGroupMessage(t *testing.T) {
+	r := newRig(t, rigOpts{})
+	if _, err := r.srv.PushText(testBot, testUser, "nobody listens"); !errors.Is(err, emulator.ErrBotNotConnected) {
+		t.Fatalf("push without a connection: %v", err)
+	}
+	r.run()
+	r.online()
+	reqID, err := r.srv.PushGroupText(testBot, "wrGROUP1", testUser, "@知识库助手 报销流程？")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb := r.callback()
+	m := cb.Message
+	if cb.ReqID != reqID || m.ChatType != aibot.ChatGroup || m.ChatID != "wrGROUP1" || m.ChatKey() != "wrGROUP1" || m.From.UserID != testUser {
+		t.Fatalf("%+v", m)
+	}
+	if err := r.client.RespondStream(r.ctx, cb.ReqID, "s-g", "见财务制度", true, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.client.SendMarkdown(r.ctx, m.ChatKey(), "补充"); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := r.srv.Bubble("s-g"); b.ChatKey != "wrGROUP1" || b.Text != "见财务制度" {
+		t.Errorf("bubble %+v", b)
+	}
+	if s := r.srv.Sent("wrGROUP1"); len(s) != 1 {
+		t.Errorf("sent %q", s)
+	}
+}

@@ -1,5 +1,11 @@
 package emulator
 
+// This file is the fake WeCom long-connection endpoint for 智能机器人 (AI
+// bots), BotServer. It is product code: `simulate -bot` and the bridge's
+// tests run the real aibot.Client against it. Its fidelity is checked by
+// running Tencent's own SDK (@wecom/aibot-node-sdk, .ci/aibot-sdk) against
+// it in bot_sdk_test.go.
+
 import (
 	"context"
 	"encoding/json"
@@ -646,6 +652,13 @@ func (s *BotServer) Push(botID string, m aibot.Message) (string, error) {
 		return "", fmt.Errorf("%w: push: %w", ErrBotNotConnected, err)
 	}
 	return reqID, nil
+}
+
+// PushGroupText delivers a group message from userID in chatID; text
+// usually starts with the @mention, as WeCom sends it.
+func (s *BotServer) PushGroupText(botID, chatID, userID, text string) (string, error) {
+	return s.Push(botID, aibot.Message{MsgType: aibot.MsgText, ChatType: aibot.ChatGroup, ChatID: chatID,
+		From: aibot.From{UserID: userID}, Text: &aibot.Text{Content: text}})
 }
 
 // PushText delivers a single-chat text message from userID.
