@@ -92,7 +92,10 @@ type Deps struct {
 	// disconnected_event, one at a time in arrival order, from a goroutine
 	// of its own (acks keep flowing while it runs). It should record the
 	// callback and return; a Handler that waits for replies delays the next
-	// callbacks, and once inboxSize callbacks queue up, reading stalls.
+	// callbacks, and once 256 callbacks queue up, reading (acks included)
+	// stalls. Run returns only after the Handler has returned; callbacks
+	// read before shutdown are still delivered, with Run's (cancelled) ctx,
+	// so the Handler can record them.
 	Handler Handler
 	// HTTPClient dials the WebSocket; http.DefaultClient when nil.
 	HTTPClient *http.Client

@@ -650,6 +650,9 @@ func TestClientDisplacedDoesNotFight(t *testing.T) {
 	if d := r.sleeps.Delays(); len(d) != 1 || d[0] != aibot.DefaultDisplacedDelay {
 		t.Errorf("displaced delay %v, want [%v]", d, aibot.DefaultDisplacedDelay)
 	}
+	if err := r.client.LastError(); !errors.Is(err, aibot.ErrDisplaced) {
+		t.Errorf("LastError %v, want ErrDisplaced", err)
+	}
 	if st := r.client.Stats(); st.Displaced != 1 || st.Errors != 0 {
 		t.Errorf("stats %+v", st)
 	}
