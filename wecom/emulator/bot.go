@@ -811,7 +811,9 @@ func (s *BotServer) Welcome(reqID string) (string, bool) {
 }
 
 // Violations lists protocol violations seen, such as a frame sent on a
-// req_id before the previous one was acked. A correct bot has none.
+// req_id before the previous one was acked. A correct bot has none. A
+// violation is only visible while the previous ack is still held back, so
+// tests of ordering set AckDelay to more than the bot's gap between frames.
 func (s *BotServer) Violations() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
