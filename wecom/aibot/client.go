@@ -389,10 +389,11 @@ func (c *Client) Run(ctx context.Context) error {
 					"likely_cause", "a second wecom-bridge daemon, or the same bot configured in another tool")
 				return fmt.Errorf("aibot: bot %s: %w", c.cfg.BotID, ErrDisplaced)
 			}
-			delay = min(c.cfg.DisplacedDelay<<(displacements-1), maxDisplacedDelay)
-			if delay <= 0 { // shift overflow
-				delay = maxDisplacedDelay
+			delay = c.cfg.DisplacedDelay
+			for i := 1; i < displacements && delay < maxDisplacedDelay; i++ {
+				delay *= 2
 			}
+			delay = min(delay, maxDisplacedDelay)
 			c.log.Warn("aibot: 另一个连接订阅了同一个机器人，本连接已被企业微信断开 / another connection subscribed for this bot; not fighting over it",
 				"likely_cause", "a second wecom-bridge daemon, or the same bot configured in another tool",
 				"retry_in", delay.String(), "displacements", displacements)
@@ -484,6 +485,11 @@ func (c *Client) session(ctx context.Context, inbox chan<- *Callback) (subscribe
 		if err != nil {
 			c.errs.Add(1)
 			return false, fmt.Errorf("aibot: wait for subscribe ack: %w", err)
+		}
+		if f != nil && f.Cmd == CmdEventCallback {
+			if m, err := ParseMessage(f.Body); err == nil && m.Event.EventType == EventDisconnected {
+				return false, ErrDisplaced
+			}
 		}
 		if f == nil || !f.IsAck() || f.Headers.ReqID != reqID {
 			continue

@@ -732,3 +732,35 @@ func TestClientGroupMessage(t *testing.T) {
 		t.Errorf("sent %q", s)
 	}
 }
+
+func TestClientDisplacedDelayDoubles(t *testing.T) {
+	r := newRig(t, rigOpts{})
+	r.run()
+	for round := 1; round <= 5; round++ {
+		r.wait("client online", func() bool { return r.srv.Subscribes(testBot) == 2*round-1 && r.srv.Connected(testBot) })
+		// Another process takes the bot over.
+		other, err := aibot.New(aibot.Config{BotID: testBot, Secret: testSecret, URL: r.url}, aibot.Deps{
+			Handler: func(context.Context, *aibot.Callback) {},
+			Sleep: func(ctx context.Context, _ time.Duration) error {
+				<-ctx.Done()
+				return ctx.Err()
+			},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		octx, ostop := context.WithCancel(r.ctx)
+		odone := make(chan struct{})
+		go func() { _ = other.Run(octx); close(odone) }()
+		poll(t, "displacement", func() bool { return len(r.sleeps.Delays()) == round })
+		ostop()
+		<-odone
+	}
+	want := []time.Duration{5 * time.Minute, 10 * time.Minute, 20 * time.Minute, 40 * time.Minute, time.Hour}
+	got := r.sleeps.Delays()
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("displaced delays %v, want %v\n%s", got, want, r.logs)
+		}
+	}
+}
