@@ -12,25 +12,25 @@ import (
 	"github.com/wecom-bridge/wecom-bridge/wecom/emulator"
 )
 
-// rawBot is a hand-driven bot connection, to send what aibot.Client never
+// botRawConn is a hand-driven bot connection, to send what aibot.Client never
 // would.
-type rawBot struct {
+type botRawConn struct {
 	t    *testing.T
 	ctx  context.Context
 	conn *websocket.Conn
 }
 
-func dialRaw(t *testing.T, ctx context.Context, url string) *rawBot {
+func dialBotRaw(t *testing.T, ctx context.Context, url string) *botRawConn {
 	t.Helper()
 	c, _, err := websocket.Dial(ctx, url, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.CloseNow() })
-	return &rawBot{t: t, ctx: ctx, conn: c}
+	return &botRawConn{t: t, ctx: ctx, conn: c}
 }
 
-func (b *rawBot) send(cmd, reqID string, body any) {
+func (b *botRawConn) send(cmd, reqID string, body any) {
 	b.t.Helper()
 	raw, _ := json.Marshal(body)
 	data, _ := json.Marshal(aibot.Frame{Cmd: cmd, Headers: aibot.Headers{ReqID: reqID}, Body: raw})
@@ -39,7 +39,7 @@ func (b *rawBot) send(cmd, reqID string, body any) {
 	}
 }
 
-func (b *rawBot) recv() *aibot.Frame {
+func (b *botRawConn) recv() *aibot.Frame {
 	b.t.Helper()
 	_, data, err := b.conn.Read(b.ctx)
 	if err != nil {
@@ -52,7 +52,7 @@ func (b *rawBot) recv() *aibot.Frame {
 	return f
 }
 
-func (b *rawBot) ack(reqID string) int {
+func (b *botRawConn) ack(reqID string) int {
 	b.t.Helper()
 	for {
 		f := b.recv()
@@ -76,18 +76,18 @@ func TestBotServerRules(t *testing.T) {
 	defer srv.Close()
 
 	// The first frame must be aibot_subscribe.
-	bad := dialRaw(t, ctx, url)
+	bad := dialBotRaw(t, ctx, url)
 	bad.send(aibot.CmdPing, "ping_1", nil)
 	if _, _, err := bad.conn.Read(ctx); err == nil {
 		t.Error("a connection that did not subscribe first stayed open")
 	}
 
-	b1 := dialRaw(t, ctx, url)
+	b1 := dialBotRaw(t, ctx, url)
 	b1.send(aibot.CmdSubscribe, "aibot_subscribe_1", map[string]string{"bot_id": "b1", "secret": "s1"})
 	if code := b1.ack("aibot_subscribe_1"); code != 0 {
 		t.Fatalf("subscribe errcode %d", code)
 	}
-	b2 := dialRaw(t, ctx, url)
+	b2 := dialBotRaw(t, ctx, url)
 	b2.send(aibot.CmdSubscribe, "aibot_subscribe_2", map[string]string{"bot_id": "b2", "secret": "s2"})
 	if code := b2.ack("aibot_subscribe_2"); code != 0 {
 		t.Fatalf("subscribe errcode %d", code)
@@ -153,7 +153,7 @@ func TestBotServerRules(t *testing.T) {
 	}
 
 	// A second subscription for b1 displaces the first.
-	b1b := dialRaw(t, ctx, url)
+	b1b := dialBotRaw(t, ctx, url)
 	b1b.send(aibot.CmdSubscribe, "aibot_subscribe_3", map[string]string{"bot_id": "b1", "secret": "s1"})
 	if code := b1b.ack("aibot_subscribe_3"); code != 0 {
 		t.Fatal(code)

@@ -15,13 +15,13 @@ import (
 )
 
 const (
-	whToken = "QDG6eK"
-	whKey   = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"
+	botWHToken = "QDG6eK"
+	botWHKey   = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"
 )
 
-// webhookDaemon answers like a bridge in webhook mode: a placeholder
+// botWebhookDaemon answers like a bridge in webhook mode: a placeholder
 // first, then longer text on each refresh, finish on the finishAt-th one.
-type webhookDaemon struct {
+type botWebhookDaemon struct {
 	t        *testing.T
 	wh       *aibot.Webhook
 	finishAt int
@@ -32,7 +32,7 @@ type webhookDaemon struct {
 	seen      []*aibot.Message
 }
 
-func (d *webhookDaemon) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (d *botWebhookDaemon) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	if r.Method == http.MethodGet {
 		plain, err := d.wh.VerifyURL(q)
@@ -79,16 +79,16 @@ func (d *webhookDaemon) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(out)
 }
 
-func newWebhookPair(t *testing.T, finishAt int, now func() time.Time) (*webhookDaemon, *emulator.BotWebhook) {
+func newBotWebhookPair(t *testing.T, finishAt int, now func() time.Time) (*botWebhookDaemon, *emulator.BotWebhook) {
 	t.Helper()
-	wh, err := aibot.NewWebhook(whToken, whKey)
+	wh, err := aibot.NewWebhook(botWHToken, botWHKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &webhookDaemon{t: t, wh: wh, finishAt: finishAt, refreshes: map[string]int{}}
+	d := &botWebhookDaemon{t: t, wh: wh, finishAt: finishAt, refreshes: map[string]int{}}
 	srv := httptest.NewServer(d)
 	t.Cleanup(srv.Close)
-	e, err := emulator.NewBotWebhook(emulator.BotWebhookConfig{URL: srv.URL + "/wecom/kbbot", Token: whToken, EncodingAESKey: whKey,
+	e, err := emulator.NewBotWebhook(emulator.BotWebhookConfig{URL: srv.URL + "/wecom/kbbot", Token: botWHToken, EncodingAESKey: botWHKey,
 		BotID: "aibWH", RefreshInterval: 2 * time.Millisecond, Now: now})
 	if err != nil {
 		t.Fatal(err)
@@ -97,7 +97,7 @@ func newWebhookPair(t *testing.T, finishAt int, now func() time.Time) (*webhookD
 }
 
 func TestBotWebhookVerifiesAndFollowsRefreshes(t *testing.T) {
-	d, e := newWebhookPair(t, 3, nil)
+	d, e := newBotWebhookPair(t, 3, nil)
 	ctx := context.Background()
 	if err := e.Verify(ctx); err != nil {
 		t.Fatal(err)
@@ -139,7 +139,7 @@ func TestBotWebhookStopsAtTheStreamWindow(t *testing.T) {
 		now = now.Add(10 * time.Second) // each look at the clock is 10 s later
 		return now
 	}
-	_, e := newWebhookPair(t, 1<<30, clock)
+	_, e := newBotWebhookPair(t, 1<<30, clock)
 	b, err := e.Send(context.Background(), aibot.Message{From: aibot.From{UserID: "U1"}, Text: &aibot.Text{Content: "慢"}})
 	if !errors.Is(err, emulator.ErrBotStreamUnfinished) || b.Finishes != 0 || b.Frames < 10 {
 		t.Fatalf("%+v %v", b, err)
@@ -147,7 +147,7 @@ func TestBotWebhookStopsAtTheStreamWindow(t *testing.T) {
 }
 
 func TestBotWebhookRejectsForgedReply(t *testing.T) {
-	d, e := newWebhookPair(t, 1, nil)
+	d, e := newBotWebhookPair(t, 1, nil)
 	d.garble = true
 	if _, err := e.Send(context.Background(), aibot.Message{From: aibot.From{UserID: "U1"}, Text: &aibot.Text{Content: "x"}}); err == nil {
 		t.Fatal("a reply with a bad signature was accepted")
