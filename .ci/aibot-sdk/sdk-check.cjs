@@ -14,9 +14,36 @@
 //               subscribed); the script then exits 0
 //   AUTHFAILED  (MODE=badsecret) the subscribe was refused; exits 0
 // Anything unexpected exits non-zero. SDK logs go to stderr.
+//
+//   node sdk-check.cjs crypto < request.json
+//
+// cross-checks the Go crypto with the SDK's own: it reads
+// {aeskey, media, token, encodingAESKey, reply, plain, timestamp, nonce}
+// and prints {media, reply, replyOK, encrypt, signature}: media (base64)
+// decrypted with the SDK's decryptFile, a Go passive reply opened with the
+// SDK's WecomCrypto (receive id ""), and plain encrypted by the SDK for Go
+// to open.
 'use strict';
 
-const { WSClient } = require('@wecom/aibot-node-sdk');
+const sdk = require('@wecom/aibot-node-sdk');
+const { WSClient } = sdk;
+
+if (process.argv[2] === 'crypto') {
+  let input = '';
+  process.stdin.setEncoding('utf8');
+  process.stdin.on('data', (d) => (input += d));
+  process.stdin.on('end', () => {
+    const req = JSON.parse(input);
+    const media = sdk.decryptFile(Buffer.from(req.media, 'base64'), req.aeskey).toString('base64');
+    const wc = new sdk.WecomCrypto(req.token, req.encodingAESKey, '');
+    const r = JSON.parse(req.reply);
+    const replyOK = wc.verifySignature(r.msgsignature, r.timestamp, r.nonce, r.encrypt);
+    const reply = wc.decrypt(r.encrypt);
+    const { encrypt, signature } = wc.encrypt(req.plain, req.timestamp, req.nonce);
+    process.stdout.write(JSON.stringify({ media, reply, replyOK, encrypt, signature }) + '\n');
+  });
+  return;
+}
 
 const [url, botId, secret, mode = 'roundtrip'] = process.argv.slice(2);
 if (!url || !botId || !secret) {

@@ -37,6 +37,10 @@ const (
 
 // Config configures a Client.
 type Config struct {
+	// Name is the bot's name in the daemon's config ([[bots]] name). It is
+	// only used to name the config key in errors and logs
+	// (bots.<Name>.secret); optional.
+	Name string
 	// BotID is the bot's id (智能机器人 → BotID). Required.
 	BotID string
 	// Secret is the long-connection Secret. Required; never logged.
@@ -66,6 +70,20 @@ type Config struct {
 	DisplacedDelay time.Duration
 }
 
+// LogValue keeps the Secret out of logs.
+func (c Config) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("name", c.Name), slog.String("bot_id", c.BotID),
+		slog.String("secret", "<redacted>"), slog.String("url", redactURL(c.URL)))
+}
+
+// secretKey names the config key of the Secret.
+func (c Config) secretKey() string {
+	if c.Name == "" {
+		return ""
+	}
+	return "bots." + c.Name + ".secret"
+}
+
 // Deps are a Client's collaborators. Handler is required.
 type Deps struct {
 	// Log receives connection events; message contents only at debug.
@@ -74,7 +92,10 @@ type Deps struct {
 	// disconnected_event, one at a time in arrival order, from a goroutine
 	// of its own (acks keep flowing while it runs). It should record the
 	// callback and return; a Handler that waits for replies delays the next
-	// callbacks, and once inboxSize callbacks queue up, reading stalls.
+	// callbacks, and once 256 callbacks queue up, reading (acks included)
+	// stalls. Run returns only after the Handler has returned; callbacks
+	// read before shutdown are still delivered, with Run's (cancelled) ctx,
+	// so the Handler can record them.
 	Handler Handler
 	// HTTPClient dials the WebSocket; http.DefaultClient when nil.
 	HTTPClient *http.Client
@@ -183,7 +204,7 @@ type Client struct {
 	sess    *session
 	online  chan struct{} // closed while sess != nil
 	lanes   map[string]*lane
-	lastErr string
+	lastErr error
 
 	connects, subscribes, reconnects       atomic.Int64
 	authFailures, displaced, heartbeatDead atomic.Int64
@@ -276,9 +297,10 @@ func (c *Client) State() State { return State(c.state.Load()) }
 
 // Stats returns a snapshot of the counters.
 func (c *Client) Stats() Stats {
-	c.mu.Lock()
-	last := c.lastErr
-	c.mu.Unlock()
+	last := ""
+	if err := c.LastError(); err != nil {
+		last = err.Error()
+	}
 	return Stats{
 		State:             c.State(),
 		Connects:          c.connects.Load(),
@@ -295,6 +317,16 @@ func (c *Client) Stats() Stats {
 		Errors:            c.errs.Load(),
 		LastError:         last,
 	}
+}
+
+// LastError is the error that ended the latest connection attempt or
+// session (an *AuthError when WeCom refused the Secret, an error wrapping
+// ErrDisplaced after a disconnected_event), or nil once subscribed. Use it
+// for health checks.
+func (c *Client) LastError() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lastErr
 }
 
 // WaitOnline blocks until the Client is subscribed or ctx is done.
@@ -357,10 +389,11 @@ func (c *Client) Run(ctx context.Context) error {
 					"likely_cause", "a second wecom-bridge daemon, or the same bot configured in another tool")
 				return fmt.Errorf("aibot: bot %s: %w", c.cfg.BotID, ErrDisplaced)
 			}
-			delay = min(c.cfg.DisplacedDelay<<(displacements-1), maxDisplacedDelay)
-			if delay <= 0 { // shift overflow
-				delay = maxDisplacedDelay
+			delay = c.cfg.DisplacedDelay
+			for i := 1; i < displacements && delay < maxDisplacedDelay; i++ {
+				delay *= 2
 			}
+			delay = min(delay, maxDisplacedDelay)
 			c.log.Warn("aibot: 另一个连接订阅了同一个机器人，本连接已被企业微信断开 / another connection subscribed for this bot; not fighting over it",
 				"likely_cause", "a second wecom-bridge daemon, or the same bot configured in another tool",
 				"retry_in", delay.String(), "displacements", displacements)
@@ -369,7 +402,8 @@ func (c *Client) Run(ctx context.Context) error {
 			authFailures++
 			delay = c.backoff(authFailures)
 			c.state.Store(int32(StateAuthFailed))
-			c.log.Error("aibot: subscribe refused", "errcode", auth.Code, "errmsg", auth.Msg,
+			c.log.Error("aibot: subscribe refused: 机器人 Secret 或 BotID 错误 / wrong bot secret or BotID",
+				"key", auth.Key, "errcode", auth.Code, "errmsg", auth.Msg,
 				"attempt", authFailures, "retry_in", delay.String())
 		default:
 			displacements = 0
@@ -396,11 +430,7 @@ func (c *Client) backoff(n int) time.Duration {
 func (c *Client) setLastError(err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if err == nil {
-		c.lastErr = ""
-		return
-	}
-	c.lastErr = err.Error()
+	c.lastErr = err
 }
 
 func (c *Client) dispatch(ctx context.Context, cb *Callback) {
@@ -456,14 +486,19 @@ func (c *Client) session(ctx context.Context, inbox chan<- *Callback) (subscribe
 			c.errs.Add(1)
 			return false, fmt.Errorf("aibot: wait for subscribe ack: %w", err)
 		}
+		if f != nil && f.Cmd == CmdEventCallback {
+			if m, err := ParseMessage(f.Body); err == nil && m.Event.EventType == EventDisconnected {
+				return false, ErrDisplaced
+			}
+		}
 		if f == nil || !f.IsAck() || f.Headers.ReqID != reqID {
 			continue
 		}
 		if f.ErrCode != 0 {
 			c.authFailures.Add(1)
 			c.errs.Add(1)
-			conn.Close(websocket.StatusNormalClosure, "")
-			return false, &AuthError{Code: f.ErrCode, Msg: f.ErrMsg}
+			conn.CloseNow()
+			return false, &AuthError{Code: f.ErrCode, Msg: f.ErrMsg, Key: c.cfg.secretKey()}
 		}
 		break
 	}
@@ -475,7 +510,7 @@ func (c *Client) session(ctx context.Context, inbox chan<- *Callback) (subscribe
 	s := &session{conn: conn, ctx: sctx, cancel: scancel, pending: make(map[string]chan *Frame)}
 	c.mu.Lock()
 	c.sess = s
-	c.lastErr = ""
+	c.lastErr = nil
 	c.state.Store(int32(StateOnline))
 	close(c.online)
 	c.mu.Unlock()
@@ -496,7 +531,7 @@ func (c *Client) session(ctx context.Context, inbox chan<- *Callback) (subscribe
 	if cause := context.Cause(sctx); cause != nil && !errors.Is(cause, context.Canceled) {
 		err = cause
 	}
-	if !errors.Is(err, ErrDisplaced) {
+	if !errors.Is(err, ErrDisplaced) && ctx.Err() == nil {
 		c.errs.Add(1)
 	}
 	return true, err
@@ -529,7 +564,7 @@ func (c *Client) readLoop(s *session, inbox chan<- *Callback) error {
 		}
 		if m.MsgType == MsgEvent && m.Event.EventType == EventDisconnected {
 			s.cancel(ErrDisplaced)
-			s.conn.Close(websocket.StatusNormalClosure, "")
+			s.conn.CloseNow()
 			return ErrDisplaced
 		}
 		c.log.Debug("aibot: callback", "req_id", f.Headers.ReqID, "msgid", m.MsgID, "msgtype", m.MsgType)

@@ -277,12 +277,13 @@ func TestClientSubscribesAndStreams(t *testing.T) {
 
 func TestClientWrongSecretBacksOffAndLogsOncePerStep(t *testing.T) {
 	const attempts = 7
-	r := newRig(t, rigOpts{client: func(c *aibot.Config) { c.Secret = "wrong" }})
+	r := newRig(t, rigOpts{client: func(c *aibot.Config) { c.Secret = "wrong"; c.Name = "kbbot" }})
 	done := make(chan struct{})
 	var st aibot.Stats
+	var last error
 	r.sleeps.hook = func(n int) {
 		if n == attempts {
-			st = r.client.Stats()
+			st, last = r.client.Stats(), r.client.LastError()
 			close(done)
 		}
 	}
@@ -302,7 +303,14 @@ func TestClientWrongSecretBacksOffAndLogsOncePerStep(t *testing.T) {
 	if !strings.Contains(st.LastError, "Secret") || strings.Contains(st.LastError, "wrong") {
 		t.Errorf("last error %q should name the Secret setting and not carry the value", st.LastError)
 	}
+	var auth *aibot.AuthError
+	if !errors.As(last, &auth) || auth.Key != "bots.kbbot.secret" || auth.Code != emulator.BotCodeAuthFailed {
+		t.Errorf("LastError %v, want an *AuthError naming bots.kbbot.secret", last)
+	}
 	logs := r.logs.String()
+	if n := strings.Count(logs, "key=bots.kbbot.secret"); n < attempts || n > attempts+1 {
+		t.Errorf("%d log lines name bots.kbbot.secret for %d attempts", n, attempts)
+	}
 	if n := strings.Count(logs, "subscribe refused"); n < attempts || n > attempts+1 {
 		t.Errorf("%d 'subscribe refused' log lines for %d attempts:\n%s", n, attempts, logs)
 	}
@@ -642,6 +650,9 @@ func TestClientDisplacedDoesNotFight(t *testing.T) {
 	if d := r.sleeps.Delays(); len(d) != 1 || d[0] != aibot.DefaultDisplacedDelay {
 		t.Errorf("displaced delay %v, want [%v]", d, aibot.DefaultDisplacedDelay)
 	}
+	if err := r.client.LastError(); !errors.Is(err, aibot.ErrDisplaced) {
+		t.Errorf("LastError %v, want ErrDisplaced", err)
+	}
 	if st := r.client.Stats(); st.Displaced != 1 || st.Errors != 0 {
 		t.Errorf("stats %+v", st)
 	}
@@ -672,6 +683,14 @@ func TestClientDisplacedStaysDownWhenConfigured(t *testing.T) {
 	}
 }
 
+func TestConfigLogValueRedactsSecret(t *testing.T) {
+	var b bytes.Buffer
+	slog.New(slog.NewTextHandler(&b, nil)).Info("cfg", "bot", aibot.Config{Name: "kb", BotID: "aib1", Secret: testSecret, URL: "wss://u:p@h/x?k=v"})
+	if strings.Contains(b.String(), testSecret) || strings.Contains(b.String(), "k=v") || strings.Contains(b.String(), "u:p") || !strings.Contains(b.String(), "aib1") {
+		t.Errorf("log %s", b.String())
+	}
+}
+
 func TestNewValidates(t *testing.T) {
 	_, err := aibot.New(aibot.Config{URL: "http://x"}, aibot.Deps{})
 	if err == nil {
@@ -680,6 +699,68 @@ func TestNewValidates(t *testing.T) {
 	for _, want := range []string{"bot_id", "secret", "ws_url", "handler"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %s", err, want)
+		}
+	}
+}
+
+func TestClientGroupMessage(t *testing.T) {
+	r := newRig(t, rigOpts{})
+	if _, err := r.srv.PushText(testBot, testUser, "nobody listens"); !errors.Is(err, emulator.ErrBotNotConnected) {
+		t.Fatalf("push without a connection: %v", err)
+	}
+	r.run()
+	r.online()
+	reqID, err := r.srv.PushGroupText(testBot, "wrGROUP1", testUser, "@知识库助手 报销流程？")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb := r.callback()
+	m := cb.Message
+	if cb.ReqID != reqID || m.ChatType != aibot.ChatGroup || m.ChatID != "wrGROUP1" || m.ChatKey() != "wrGROUP1" || m.From.UserID != testUser {
+		t.Fatalf("%+v", m)
+	}
+	if err := r.client.RespondStream(r.ctx, cb.ReqID, "s-g", "见财务制度", true, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.client.SendMarkdown(r.ctx, m.ChatKey(), "补充"); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := r.srv.Bubble("s-g"); b.ChatKey != "wrGROUP1" || b.Text != "见财务制度" {
+		t.Errorf("bubble %+v", b)
+	}
+	if s := r.srv.Sent("wrGROUP1"); len(s) != 1 {
+		t.Errorf("sent %q", s)
+	}
+}
+
+func TestClientDisplacedDelayDoubles(t *testing.T) {
+	r := newRig(t, rigOpts{})
+	r.run()
+	for round := 1; round <= 5; round++ {
+		r.wait("client online", func() bool { return r.srv.Subscribes(testBot) == 2*round-1 && r.srv.Connected(testBot) })
+		// Another process takes the bot over.
+		other, err := aibot.New(aibot.Config{BotID: testBot, Secret: testSecret, URL: r.url}, aibot.Deps{
+			Handler: func(context.Context, *aibot.Callback) {},
+			Sleep: func(ctx context.Context, _ time.Duration) error {
+				<-ctx.Done()
+				return ctx.Err()
+			},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		octx, ostop := context.WithCancel(r.ctx)
+		odone := make(chan struct{})
+		go func() { _ = other.Run(octx); close(odone) }()
+		poll(t, "displacement", func() bool { return len(r.sleeps.Delays()) == round })
+		ostop()
+		<-odone
+	}
+	want := []time.Duration{5 * time.Minute, 10 * time.Minute, 20 * time.Minute, 40 * time.Minute, time.Hour}
+	got := r.sleeps.Delays()
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("displaced delays %v, want %v\n%s", got, want, r.logs)
 		}
 	}
 }

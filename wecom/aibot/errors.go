@@ -105,6 +105,9 @@ type AuthError struct {
 	// Code and Msg are the ack's errcode and errmsg.
 	Code int
 	Msg  string
+	// Key is the config key of the Secret (bots.<name>.secret) when
+	// Config.Name was set.
+	Key string
 }
 
 // Error names the console settings to check; the caller adds the config
@@ -114,7 +117,11 @@ func (e *AuthError) Error() string {
 	if e.Msg != "" {
 		s += " (" + e.Msg + ")"
 	}
-	return s + ": 请检查机器人的 BotID 与 Secret（管理后台 → 智能机器人 → API 模式：长连接）/ check the bot's BotID and long-connection Secret"
+	key := "the bot's BotID and long-connection Secret"
+	if e.Key != "" {
+		key = e.Key + " and the BotID"
+	}
+	return s + ": 请检查 " + key + "（管理后台 → 智能机器人 → API 模式：长连接 Secret）/ check " + key
 }
 
 func malformed(reason string) error {

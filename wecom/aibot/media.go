@@ -92,8 +92,14 @@ func decodeMediaKey(s string) ([]byte, error) {
 func MediaFilename(contentDisposition string) string {
 	var name string
 	if _, params, err := mime.ParseMediaType(contentDisposition); err == nil {
-		// mime decodes filename* into "filename" and prefers it.
+		// mime decodes filename* into "filename" and prefers it. A plain
+		// filename= is percent-decoded as the SDK's decodeURIComponent does.
 		name = params["filename"]
+		if !strings.Contains(strings.ToLower(contentDisposition), "filename*") {
+			if s, err := url.PathUnescape(name); err == nil {
+				name = s
+			}
+		}
 	}
 	if name == "" {
 		name = dispositionParam(contentDisposition)
@@ -103,7 +109,15 @@ func MediaFilename(contentDisposition string) string {
 
 // dispositionParam is the lenient fallback for headers mime rejects.
 func dispositionParam(h string) string {
-	lower := strings.ToLower(h)
+	// Byte-wise ASCII lowering keeps offsets valid in h; strings.ToLower
+	// would not for invalid UTF-8.
+	lb := []byte(h)
+	for i, c := range lb {
+		if 'A' <= c && c <= 'Z' {
+			lb[i] = c + 'a' - 'A'
+		}
+	}
+	lower := string(lb)
 	if i := strings.Index(lower, "filename*="); i >= 0 {
 		v := h[i+len("filename*="):]
 		if j := strings.IndexAny(v, "; \t"); j >= 0 {
@@ -145,11 +159,6 @@ func dispositionParam(h string) string {
 }
 
 func cleanFilename(name string) string {
-	name = strings.ReplaceAll(name, `\`, "/")
-	name = path.Base(name)
-	if name == "." || name == "/" || name == ".." {
-		return ""
-	}
 	if !utf8.ValidString(name) {
 		name = strings.ToValidUTF8(name, "_")
 	}
@@ -159,10 +168,14 @@ func cleanFilename(name string) string {
 		}
 		return r
 	}, name)
+	name = path.Base(strings.ReplaceAll(name, `\`, "/"))
 	name = strings.TrimSpace(name)
 	for len(name) > maxFilenameBytes {
 		_, size := utf8.DecodeLastRuneInString(name)
 		name = name[:len(name)-size]
+	}
+	if name == "." || name == ".." || name == "/" {
+		return ""
 	}
 	return name
 }

@@ -1,5 +1,11 @@
 package emulator
 
+// This file is the fake WeCom long-connection endpoint for 智能机器人 (AI
+// bots), BotServer. It is product code: `simulate -bot` and the bridge's
+// tests run the real aibot.Client against it. Its fidelity is checked by
+// running Tencent's own SDK (@wecom/aibot-node-sdk, .ci/aibot-sdk) against
+// it in bot_sdk_test.go.
+
 import (
 	"context"
 	"encoding/json"
@@ -112,6 +118,7 @@ type BotServer struct {
 	cfg BotConfig
 	log *slog.Logger
 
+	subMu      sync.Mutex // serialises subscriptions
 	mu         sync.Mutex
 	ackDelay   time.Duration
 	pingAcks   bool
@@ -318,6 +325,12 @@ func (s *BotServer) subscribe(c *botConn) bool {
 	_ = json.Unmarshal(f.Body, &body)
 	redacted, _ := json.Marshal(map[string]string{"bot_id": body.BotID, "secret": "<redacted>"})
 
+	// One subscription at a time: register, ack, then displace the old
+	// connection. So a bot is registered before it sees its ack (it can be
+	// pushed to as soon as it is online), and no connection is displaced
+	// before it has seen its own ack.
+	s.subMu.Lock()
+	defer s.subMu.Unlock()
 	s.mu.Lock()
 	secret, known := s.cfg.Bots[body.BotID]
 	ok := known && body.Secret == secret && secret != ""
@@ -341,11 +354,12 @@ func (s *BotServer) subscribe(c *botConn) bool {
 	if !ok {
 		ack.ErrMsg = rec.ErrMsg
 	}
-	if err := s.writeFrame(c, ack); err != nil {
-		return false
-	}
+	werr := s.writeFrame(c, ack)
 	if old != nil {
 		s.displace(old)
+	}
+	if werr != nil {
+		return false
 	}
 	if !ok {
 		c.ws.Close(websocket.StatusPolicyViolation, "authentication failed")
@@ -362,14 +376,19 @@ func (s *BotServer) displace(old *botConn) {
 	s.msgSeq++
 	n := s.msgSeq
 	now := s.cfg.Now()
+	old.dead = true // frames it still sends are ignored, as by a closed socket
 	s.mu.Unlock()
 	body, _ := json.Marshal(aibot.Message{
 		MsgID: "emu_disc_" + strconv.Itoa(n), AIBotID: old.botID, CreateTime: now.Unix(),
 		MsgType: aibot.MsgEvent, Event: &aibot.Event{EventType: aibot.EventDisconnected},
 	})
 	_ = s.writeFrame(old, aibot.Frame{Cmd: aibot.CmdEventCallback, Headers: aibot.Headers{ReqID: "emu_req_disc_" + strconv.Itoa(n)}, Body: body})
-	old.ws.Close(websocket.StatusNormalClosure, "new connection established")
-	old.cancel()
+	// The close handshake runs on its own so that a bot slow to answer it
+	// does not hold up the new subscription.
+	go func() {
+		old.ws.Close(websocket.StatusNormalClosure, "new connection established")
+		old.cancel()
+	}()
 }
 
 func (s *BotServer) writeFrame(c *botConn, f aibot.Frame) error {
@@ -410,6 +429,10 @@ func (s *BotServer) ackLoop(c *botConn) {
 // handle applies WeCom's rules to one frame and queues its ack.
 func (s *BotServer) handle(c *botConn, f *aibot.Frame) {
 	s.mu.Lock()
+	if c.dead {
+		s.mu.Unlock()
+		return
+	}
 	rec := BotFrame{At: time.Now(), ConnID: c.id, BotID: c.botID, Cmd: f.Cmd, ReqID: f.Headers.ReqID, Body: f.Body}
 	if f.Cmd == aibot.CmdPing {
 		s.pings[c.botID]++
@@ -648,6 +671,13 @@ func (s *BotServer) Push(botID string, m aibot.Message) (string, error) {
 	return reqID, nil
 }
 
+// PushGroupText delivers a group message from userID in chatID; text
+// usually starts with the @mention, as WeCom sends it.
+func (s *BotServer) PushGroupText(botID, chatID, userID, text string) (string, error) {
+	return s.Push(botID, aibot.Message{MsgType: aibot.MsgText, ChatType: aibot.ChatGroup, ChatID: chatID,
+		From: aibot.From{UserID: userID}, Text: &aibot.Text{Content: text}})
+}
+
 // PushText delivers a single-chat text message from userID.
 func (s *BotServer) PushText(botID, userID, text string) (string, error) {
 	return s.Push(botID, aibot.Message{MsgType: aibot.MsgText, From: aibot.From{UserID: userID}, Text: &aibot.Text{Content: text}})
@@ -798,7 +828,9 @@ func (s *BotServer) Welcome(reqID string) (string, bool) {
 }
 
 // Violations lists protocol violations seen, such as a frame sent on a
-// req_id before the previous one was acked. A correct bot has none.
+// req_id before the previous one was acked. A correct bot has none. A
+// violation is only visible while the previous ack is still held back, so
+// tests of ordering set AckDelay to more than the bot's gap between frames.
 func (s *BotServer) Violations() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -3,8 +3,10 @@ package emulator_test
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,10 +19,10 @@ import (
 	"github.com/wecom-bridge/wecom-bridge/wecom/emulator"
 )
 
-// sdkDir returns .ci/aibot-sdk with its node_modules, or stops the test:
+// botSDKDir returns .ci/aibot-sdk with its node_modules, or stops the test:
 // under CI (env CI set) a missing install is a failure, elsewhere a loud
 // skip, because only CI is guaranteed to have run `npm ci`.
-func sdkDir(t *testing.T) (dir, node string) {
+func botSDKDir(t *testing.T) (dir, node string) {
 	t.Helper()
 	dir, err := filepath.Abs(filepath.Join("..", "..", ".ci", "aibot-sdk"))
 	if err != nil {
@@ -41,16 +43,16 @@ func sdkDir(t *testing.T) (dir, node string) {
 	return dir, node
 }
 
-type sdkProc struct {
+type botSDKProc struct {
 	t     *testing.T
 	cmd   *exec.Cmd
 	lines chan string
 	done  chan error
 }
 
-func startSDK(t *testing.T, ctx context.Context, args ...string) *sdkProc {
+func startBotSDK(t *testing.T, ctx context.Context, args ...string) *botSDKProc {
 	t.Helper()
-	dir, node := sdkDir(t)
+	dir, node := botSDKDir(t)
 	cmd := exec.CommandContext(ctx, node, append([]string{filepath.Join(dir, "sdk-check.cjs")}, args...)...)
 	cmd.Dir = dir
 	var stderr strings.Builder
@@ -62,7 +64,7 @@ func startSDK(t *testing.T, ctx context.Context, args ...string) *sdkProc {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &sdkProc{t: t, cmd: cmd, lines: make(chan string, 16), done: make(chan error, 1)}
+	p := &botSDKProc{t: t, cmd: cmd, lines: make(chan string, 16), done: make(chan error, 1)}
 	go func() {
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
@@ -79,7 +81,7 @@ func startSDK(t *testing.T, ctx context.Context, args ...string) *sdkProc {
 	return p
 }
 
-func (p *sdkProc) expect(ctx context.Context, want string) {
+func (p *botSDKProc) expect(ctx context.Context, want string) {
 	p.t.Helper()
 	select {
 	case l, ok := <-p.lines:
@@ -94,7 +96,7 @@ func (p *sdkProc) expect(ctx context.Context, want string) {
 	}
 }
 
-func (p *sdkProc) exit(ctx context.Context) error {
+func (p *botSDKProc) exit(ctx context.Context) error {
 	for {
 		select {
 		case _, ok := <-p.lines:
@@ -107,8 +109,8 @@ func (p *sdkProc) exit(ctx context.Context) error {
 	}
 }
 
-// shape decodes a body into generic JSON for comparison.
-func shape(t *testing.T, raw json.RawMessage) any {
+// botShape decodes a body into generic JSON for comparison.
+func botShape(t *testing.T, raw json.RawMessage) any {
 	t.Helper()
 	var v any
 	if err := json.Unmarshal(raw, &v); err != nil {
@@ -118,49 +120,49 @@ func shape(t *testing.T, raw json.RawMessage) any {
 }
 
 const (
-	sdkBot    = "aibSDKCHECK"
-	sdkSecret = "sdk-secret-0123456789"
-	sdkUser   = "zhangsan"
+	botSDKID     = "aibSDKCHECK"
+	botSDKSecret = "sdk-secret-0123456789"
+	botSDKUser   = "zhangsan"
 )
 
 // TestBotServerSpeaksOfficialSDK runs Tencent's @wecom/aibot-node-sdk
 // against the fake and checks that the fake recorded exactly the frames the
 // SDK sent; then a Go aibot.Client displaces the SDK and repeats the same
-// replies, and its frames must have the same shape as the SDK's.
+// replies, and its frames must have the same botShape as the SDK's.
 func TestBotServerSpeaksOfficialSDK(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 	defer cancel()
-	srv, err := emulator.NewBotServer(emulator.BotConfig{Bots: map[string]string{sdkBot: sdkSecret}, AckDelay: 15 * time.Millisecond})
+	srv, err := emulator.NewBotServer(emulator.BotConfig{Bots: map[string]string{botSDKID: botSDKSecret}, AckDelay: 15 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
-	url, err := srv.Listen("127.0.0.1:0")
+	wsURL, err := srv.Listen("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer srv.Close()
 
-	sdk := startSDK(t, ctx, url, sdkBot, sdkSecret, "roundtrip")
+	sdk := startBotSDK(t, ctx, wsURL, botSDKID, botSDKSecret, "roundtrip")
 	sdk.expect(ctx, "READY")
-	welcomeReq, err := srv.Push(sdkBot, aibot.Message{MsgType: aibot.MsgEvent, From: aibot.From{UserID: sdkUser}, Event: &aibot.Event{EventType: aibot.EventEnterChat}})
+	welcomeReq, err := srv.Push(botSDKID, aibot.Message{MsgType: aibot.MsgEvent, From: aibot.From{UserID: botSDKUser}, Event: &aibot.Event{EventType: aibot.EventEnterChat}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	sdk.expect(ctx, "WELCOMED")
-	textReq, err := srv.PushText(sdkBot, sdkUser, "你好")
+	textReq, err := srv.PushText(botSDKID, botSDKUser, "你好")
 	if err != nil {
 		t.Fatal(err)
 	}
 	sdk.expect(ctx, "DONE")
 
 	sdkReplies := srv.Replies()
-	checkSDKFrames(t, srv, sdkReplies, welcomeReq, textReq)
-	if n := srv.Pings(sdkBot); n < 1 {
+	checkBotSDKFrames(t, srv, sdkReplies, welcomeReq, textReq)
+	if n := srv.Pings(botSDKID); n < 1 {
 		t.Errorf("the SDK sent %d pings in 350 ms at a 100 ms interval", n)
 	}
 	frames := srv.Frames()
 	if f := frames[0]; f.Cmd != aibot.CmdSubscribe || !strings.HasPrefix(f.ReqID, aibot.CmdSubscribe+"_") ||
-		!reflect.DeepEqual(shape(t, f.Body), map[string]any{"bot_id": sdkBot, "secret": "<redacted>"}) {
+		!reflect.DeepEqual(botShape(t, f.Body), map[string]any{"bot_id": botSDKID, "secret": "<redacted>"}) {
 		t.Errorf("first frame = %+v, want the SDK's aibot_subscribe", f)
 	}
 
@@ -168,7 +170,7 @@ func TestBotServerSpeaksOfficialSDK(t *testing.T) {
 	// must recognise the fake's disconnected_event and stop.
 	goReplies := make(chan error, 2)
 	var client *aibot.Client
-	client, err = aibot.New(aibot.Config{BotID: sdkBot, Secret: sdkSecret, URL: url}, aibot.Deps{
+	client, err = aibot.New(aibot.Config{BotID: botSDKID, Secret: botSDKSecret, URL: wsURL}, aibot.Deps{
 		Handler: func(ctx context.Context, cb *aibot.Callback) {
 			switch {
 			case cb.Message.Event != nil && cb.Message.Event.EventType == aibot.EventEnterChat:
@@ -203,19 +205,19 @@ func TestBotServerSpeaksOfficialSDK(t *testing.T) {
 	if err := client.WaitOnline(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if n := srv.Subscribes(sdkBot); n != 2 {
+	if n := srv.Subscribes(botSDKID); n != 2 {
 		t.Fatalf("subscribes = %d, want 2 (SDK, then Go client)", n)
 	}
 
 	n := len(srv.Replies())
-	wReq, err := srv.Push(sdkBot, aibot.Message{MsgType: aibot.MsgEvent, From: aibot.From{UserID: sdkUser}, Event: &aibot.Event{EventType: aibot.EventEnterChat}})
+	wReq, err := srv.Push(botSDKID, aibot.Message{MsgType: aibot.MsgEvent, From: aibot.From{UserID: botSDKUser}, Event: &aibot.Event{EventType: aibot.EventEnterChat}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := <-goReplies; err != nil {
 		t.Fatalf("Go welcome: %v", err)
 	}
-	tReq, err := srv.PushText(sdkBot, sdkUser, "你好")
+	tReq, err := srv.PushText(botSDKID, botSDKUser, "你好")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +230,7 @@ func TestBotServerSpeaksOfficialSDK(t *testing.T) {
 	}
 	for i := range goFrames {
 		g, s := goFrames[i], sdkReplies[i]
-		gb, sb := shape(t, g.Body), shape(t, s.Body)
+		gb, sb := botShape(t, g.Body), botShape(t, s.Body)
 		if m, ok := gb.(map[string]any); ok {
 			if st, ok := m["stream"].(map[string]any); ok {
 				st["id"] = "sdk-stream-1"
@@ -246,7 +248,7 @@ func TestBotServerSpeaksOfficialSDK(t *testing.T) {
 	}
 }
 
-func checkSDKFrames(t *testing.T, srv *emulator.BotServer, got []emulator.BotFrame, welcomeReq, textReq string) {
+func checkBotSDKFrames(t *testing.T, srv *emulator.BotServer, got []emulator.BotFrame, welcomeReq, textReq string) {
 	t.Helper()
 	want := []struct {
 		cmd, req string
@@ -267,7 +269,7 @@ func checkSDKFrames(t *testing.T, srv *emulator.BotServer, got []emulator.BotFra
 	for i, w := range want {
 		g := got[i]
 		if g.Cmd != w.cmd || (w.req != "" && g.ReqID != w.req) || g.ErrCode != 0 ||
-			!reflect.DeepEqual(shape(t, g.Body), shape(t, json.RawMessage(w.body))) {
+			!reflect.DeepEqual(botShape(t, g.Body), botShape(t, json.RawMessage(w.body))) {
 			t.Errorf("frame %d = %s %s %s (errcode %d %s)\nwant %s %s %s", i, g.Cmd, g.ReqID, g.Body, g.ErrCode, g.ErrMsg, w.cmd, w.req, w.body)
 		}
 	}
@@ -275,10 +277,10 @@ func checkSDKFrames(t *testing.T, srv *emulator.BotServer, got []emulator.BotFra
 		t.Errorf("sendMessage req_id %q, want the SDK's aibot_send_msg_… form", got[4].ReqID)
 	}
 	b, ok := srv.Bubble("sdk-stream-1")
-	if !ok || b.Text != "第一段\n\n第二段\n\n**完**" || b.Frames != 3 || b.Finishes != 1 || b.FeedbackID != "fb-sdk-1" || b.ChatKey != sdkUser {
+	if !ok || b.Text != "第一段\n\n第二段\n\n**完**" || b.Frames != 3 || b.Finishes != 1 || b.FeedbackID != "fb-sdk-1" || b.ChatKey != botSDKUser {
 		t.Errorf("bubble = %+v", b)
 	}
-	if s := srv.Sent(sdkUser); !reflect.DeepEqual(s, []string{"**主动消息** from the SDK"}) {
+	if s := srv.Sent(botSDKUser); !reflect.DeepEqual(s, []string{"**主动消息** from the SDK"}) {
 		t.Errorf("sent = %q", s)
 	}
 	if w, _ := srv.Welcome(welcomeReq); w != "欢迎使用知识库助手" {
@@ -299,16 +301,16 @@ func checkSDKFrames(t *testing.T, srv *emulator.BotServer, got []emulator.BotFra
 func TestBotServerRefusesOfficialSDKWithBadSecret(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	srv, err := emulator.NewBotServer(emulator.BotConfig{Bots: map[string]string{sdkBot: sdkSecret}})
+	srv, err := emulator.NewBotServer(emulator.BotConfig{Bots: map[string]string{botSDKID: botSDKSecret}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	url, err := srv.Listen("127.0.0.1:0")
+	wsURL, err := srv.Listen("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	sdk := startSDK(t, ctx, url, sdkBot, "wrong-secret", "badsecret")
+	sdk := startBotSDK(t, ctx, wsURL, botSDKID, "wrong-secret", "badsecret")
 	sdk.expect(ctx, "AUTHFAILED")
 	if err := sdk.exit(ctx); err != nil {
 		var ee *exec.ExitError
@@ -317,7 +319,67 @@ func TestBotServerRefusesOfficialSDKWithBadSecret(t *testing.T) {
 		}
 		t.Fatal(err)
 	}
-	if srv.AuthFailures(sdkBot) < 1 || srv.Subscribes(sdkBot) != 0 {
-		t.Errorf("auth failures %d, subscribes %d", srv.AuthFailures(sdkBot), srv.Subscribes(sdkBot))
+	if srv.AuthFailures(botSDKID) < 1 || srv.Subscribes(botSDKID) != 0 {
+		t.Errorf("auth failures %d, subscribes %d", srv.AuthFailures(botSDKID), srv.Subscribes(botSDKID))
+	}
+}
+
+// TestAIBotCryptoMatchesOfficialSDK checks aibot's media decryption and
+// webhook crypto against the SDK's decryptFile and WecomCrypto, both ways.
+func TestAIBotCryptoMatchesOfficialSDK(t *testing.T) {
+	dir, node := botSDKDir(t)
+	const (
+		token  = "QDG6eK"
+		encKey = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"
+		aesKey = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlBQkNERUY="
+	)
+	media := []byte(strings.Repeat("年假制度 PDF bytes ", 50))
+	ct, err := aibot.EncryptMedia(media, aesKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := aibot.NewWebhook(token, encKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reply, err := w.StreamReply("STREAMID", "**答案**：见手册", false, "fb", "1700000000", "nonce-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := `{"msgid":"sdk-m","aibotid":"A","chattype":"single","from":{"userid":"U"},"msgtype":"text","text":{"content":"SDK 加密"}}`
+	req, _ := json.Marshal(map[string]string{
+		"aeskey": aesKey, "media": base64.StdEncoding.EncodeToString(ct), "token": token, "encodingAESKey": encKey,
+		"reply": string(reply), "plain": plain, "timestamp": "1700000009", "nonce": "nonce-9",
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, filepath.Join(dir, "sdk-check.cjs"), "crypto")
+	cmd.Dir = dir
+	cmd.Stdin = strings.NewReader(string(req))
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("sdk-check crypto: %v", err)
+	}
+	var res struct {
+		Media, Reply, Encrypt, Signature string
+		ReplyOK                          bool
+	}
+	if err := json.Unmarshal(out, &res); err != nil {
+		t.Fatalf("%s: %v", out, err)
+	}
+	if got, _ := base64.StdEncoding.DecodeString(res.Media); string(got) != string(media) {
+		t.Error("the SDK's decryptFile disagrees with EncryptMedia")
+	}
+	if !res.ReplyOK || res.Reply != `{"msgtype":"stream","stream":{"id":"STREAMID","finish":false,"content":"**答案**：见手册","feedback":{"id":"fb"}}}` {
+		t.Errorf("the SDK opened our passive reply as %q (signature ok %v)", res.Reply, res.ReplyOK)
+	}
+	body, _ := json.Marshal(map[string]string{"encrypt": res.Encrypt})
+	m, err := w.Open(url.Values{"msg_signature": {res.Signature}, "timestamp": {"1700000009"}, "nonce": {"nonce-9"}}, body)
+	if err != nil || m.MsgID != "sdk-m" || m.Question() != "SDK 加密" {
+		t.Errorf("opening the SDK's ciphertext: %+v %v", m, err)
+	}
+	back, err := aibot.DecryptMedia(ct, aesKey)
+	if err != nil || string(back) != string(media) {
+		t.Errorf("DecryptMedia round trip: %v", err)
 	}
 }
