@@ -33,9 +33,9 @@ const (
 	// botBubbleMax leaves room under WeCom's 20,480 bytes for the note that
 	// the answer continues below.
 	botBubbleMax = aibot.MaxContentBytes - 512
-	// botStreamWindow is how long after the user's message we still update
-	// the bubble: WeCom closes streams after about 6 minutes (846608).
-	botStreamWindow = 5*time.Minute + 30*time.Second
+	// defaultBotWindow is how long after the user's message we still
+	// update the bubble: WeCom closes streams after about 6 minutes (846608).
+	defaultBotWindow = 5*time.Minute + 30*time.Second
 	// botKeepAlive is how often the placeholder is refreshed while the
 	// answer has not started.
 	botKeepAlive = 3 * time.Second
@@ -112,6 +112,14 @@ type botLive struct {
 	finished bool   // webhook mode: the final text is in text
 }
 
+// botWindow is the bubble's update window (shortened by tests).
+func (b *Bridge) botWindow() time.Duration {
+	if w := b.botWindowNS.Load(); w > 0 {
+		return time.Duration(w)
+	}
+	return defaultBotWindow
+}
+
 func botStreamID(id uint64) string { return "wb" + strconv.FormatUint(id, 10) }
 
 func botJobID(streamID string) (uint64, bool) {
@@ -133,7 +141,7 @@ func (b *Bridge) botConnFor(bc BotConfig) (*botConn, error) {
 		return c, nil
 	}
 	c := &botConn{key: k, name: bc.Name, live: map[uint64]*botLive{}}
-	cl, err := aibot.New(aibot.Config{BotID: bc.BotID, Secret: bc.Secret.Value(), URL: bc.WSURL}, aibot.Deps{
+	cl, err := aibot.New(aibot.Config{Name: bc.Name, BotID: bc.BotID, Secret: bc.Secret.Value(), URL: bc.WSURL}, aibot.Deps{
 		Log:        b.log.With("bot", bc.Name),
 		Handler:    func(ctx context.Context, cb *aibot.Callback) { b.botCallback(ctx, c, cb) },
 		HTTPClient: b.wecomHC,
@@ -406,7 +414,7 @@ func (c *botConn) hold(b *Bridge, bt *bot, j *kv.Job) {
 	tick = func() {
 		l.mu.Lock()
 		defer l.mu.Unlock()
-		if l.started || l.stream.Err() != nil || b.now().Sub(l.created) > botStreamWindow {
+		if l.started || l.stream.Err() != nil || b.now().Sub(l.created) > b.botWindow() {
 			return
 		}
 		l.dots = (l.dots + 1) % 3
@@ -456,17 +464,21 @@ type botReply struct {
 	over    bool // the answer outgrew the bubble or its window
 }
 
-// usable reports whether the bubble can still take updates.
-func (r *botReply) usable() bool {
+// open reports whether the bubble can still take frames: this process
+// has its req_id, WeCom has not refused it, and its window is not over.
+func (r *botReply) open() bool {
 	l := r.live
-	if l == nil || r.over {
+	if l == nil {
 		return false
 	}
 	if l.stream != nil && l.stream.Err() != nil {
 		return false
 	}
-	return r.b.now().Sub(l.created) < botStreamWindow
+	return r.b.now().Sub(l.created) < r.b.botWindow()
 }
+
+// usable reports whether the bubble can still take streamed updates.
+func (r *botReply) usable() bool { return !r.over && r.open() }
 
 func (r *botReply) begin() {
 	l := r.live
@@ -504,7 +516,7 @@ func (r *botReply) progress(ctx context.Context, full string) error {
 		r.live.text = full
 		r.live.mu.Unlock()
 	}
-	return r.saveShown(false)
+	return r.saveShown(full, false)
 }
 
 // shown is how much of the answer text the bubble shows for sure.
@@ -515,23 +527,31 @@ func (r *botReply) shown(answer string) int {
 	if r.live.stream == nil {
 		return 0 // webhook: the user sees what WeCom fetched; counted at finish
 	}
-	s := r.live.stream.Shown()
+	st := r.live.stream
+	s := st.Shown()
+	if err := st.Err(); errors.Is(err, aibot.ErrConnectionLost) || errors.Is(err, aibot.ErrAckTimeout) {
+		// The ack of the last frame was lost with the connection: WeCom
+		// most likely showed it, so it is not sent again.
+		s = st.Sent()
+	}
 	if s != "" && strings.HasPrefix(answer, s) {
 		return len(s)
 	}
 	return 0
 }
 
-// saveShown records the bubble's progress, at most every botSaveEvery
-// unless force.
-func (r *botReply) saveShown(force bool) error {
+// saveShown records how much of full the bubble shows for sure, at most
+// every botSaveEvery unless force. As for the app channel, Job.Answer then
+// holds what the user has read: a restart asks the LLM again and goes on
+// after it (or says the new answer differs), without repeating it.
+func (r *botReply) saveShown(full string, force bool) error {
 	j := r.j
-	n := r.shown(j.Answer)
-	if !j.AnswerDone {
-		return nil // progress of an unfinished answer is not kept: it is asked again
-	}
+	n := r.shown(full)
 	if n <= j.Delivered || (!force && r.b.now().Sub(r.saved) < botSaveEvery) {
 		return nil
+	}
+	if !j.AnswerDone {
+		j.Answer = full[:n]
 	}
 	j.Delivered = n
 	r.saved = r.b.now()
@@ -568,7 +588,10 @@ func (r *botReply) finish(ctx context.Context, final string, u kv.AnswerUpdate) 
 func (r *botReply) deliver(ctx context.Context) error {
 	j := r.j
 	final := j.Answer
-	if r.usable() && j.Delivered == r.shown(final) {
+	if n := r.shown(final); n > j.Delivered {
+		j.Delivered = n // shown in this process, maybe not saved yet
+	}
+	if r.open() && j.Delivered == r.shown(final) {
 		r.begin()
 		head, note := final, ""
 		if len(final) > botBubbleMax {

@@ -173,7 +173,7 @@ func (b *Bridge) webhookLive(bt *bot, j *kv.Job) (*botLive, func()) {
 	return l, func() {
 		// Kept until WeCom fetched the final text (webhookRefresh), or a
 		// while after the stream window if it never does.
-		time.AfterFunc(botStreamWindow, func() {
+		time.AfterFunc(b.botWindow()+time.Minute, func() {
 			b.hookMu.Lock()
 			delete(b.hookLive, j.ID)
 			b.hookMu.Unlock()

@@ -66,6 +66,8 @@ type Bridge struct {
 	// streaming, by job id; WeCom's refresh callbacks read them.
 	hookMu   sync.Mutex
 	hookLive map[uint64]*botLive
+	// botWindowNS overrides how long a bot's bubble takes updates (tests).
+	botWindowNS atomic.Int64
 
 	// writeFailing is when our store last failed a write while answering,
 	// as Unix nanoseconds; 0 once a write has worked again. /healthz reads it.

@@ -27,6 +27,7 @@ type Stream struct {
 	finish bool
 	frames int
 	shown  string
+	sent   string // the last frame written, acked or not
 	err    error
 	wake   chan struct{}
 	done   chan struct{}
@@ -90,6 +91,16 @@ func (s *Stream) Shown() string {
 	return s.shown
 }
 
+// Sent is the content of the last frame written, acked or not. When the
+// connection broke while a frame waited for its ack (ErrConnectionLost,
+// ErrAckTimeout), WeCom may well have shown it: Sent is then the safer
+// guess of what the user saw than Shown.
+func (s *Stream) Sent() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sent
+}
+
 // Frames is the number of frames sent so far.
 func (s *Stream) Frames() int {
 	s.mu.Lock()
@@ -140,6 +151,7 @@ func (s *Stream) loop() {
 				fb = s.feedbackID
 			}
 			s.frames++
+			s.sent = content
 			s.mu.Unlock()
 
 			err := s.c.RespondStream(s.ctx, s.reqID, s.streamID, content, fin, fb)
