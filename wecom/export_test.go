@@ -4,7 +4,6 @@ package wecom
 // it, and never seals callbacks; the emulator builds callbacks from
 // Encrypt, Envelope and Signature.
 
-
 // Decrypt is Open without ParseMessage: it returns the decrypted inner
 // message.
 func (c *Crypto) Decrypt(msgSignature, timestamp, nonce string, body []byte) ([]byte, error) {
