@@ -460,8 +460,15 @@ type botReply struct {
 	log     *slog.Logger
 	live    *botLive // nil: the req_id is gone; deliver proactively
 	release func()
-	saved   time.Time
 	over    bool // the answer outgrew the bubble or its window
+
+	// While the answer streams, each acked frame is saved as the job's
+	// progress (acked), from the Stream's goroutine; mu guards the job
+	// against the worker meanwhile, and attached says whether the answer
+	// loop is streaming (between thinking and its stop).
+	mu       sync.Mutex
+	attached bool
+	full     string // the text last given to the bubble
 }
 
 // open reports whether the bubble can still take frames: this process
@@ -506,17 +513,36 @@ func (r *botReply) progress(ctx context.Context, full string) error {
 		return nil
 	}
 	r.begin()
+	r.mu.Lock()
+	r.full = full
+	r.mu.Unlock()
 	if r.live.stream != nil {
 		if err := r.live.stream.Update(full); err != nil {
 			r.log.Info("bubble closed while streaming; the rest follows as messages", "err", err)
-			return nil
 		}
-	} else {
-		r.live.mu.Lock()
-		r.live.text = full
-		r.live.mu.Unlock()
+		return nil
 	}
-	return r.saveShown(full, false)
+	r.live.mu.Lock()
+	r.live.text = full
+	r.live.mu.Unlock()
+	return nil
+}
+
+// acked records a frame WeCom acked while the answer streams: as for the
+// app channel, Job.Answer then holds what the user has read, so that after
+// a crash the answer is asked again and continues after it (or says the
+// new answer differs) instead of repeating it.
+func (r *botReply) acked(content string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	j := r.j
+	if !r.attached || content == "" || len(content) <= j.Delivered || !strings.HasPrefix(r.full, content) {
+		return
+	}
+	j.Answer, j.Delivered = content, len(content)
+	if err := r.b.store.SaveJob(j); err != nil {
+		r.log.Warn("cannot record the bubble's progress", "err", err)
+	}
 }
 
 // shown is how much of the answer text the bubble shows for sure.
@@ -540,25 +566,24 @@ func (r *botReply) shown(answer string) int {
 	return 0
 }
 
-// saveShown records how much of full the bubble shows for sure, at most
-// every botSaveEvery unless force. As for the app channel, Job.Answer then
-// holds what the user has read: a restart asks the LLM again and goes on
-// after it (or says the new answer differs), without repeating it.
-func (r *botReply) saveShown(full string, force bool) error {
-	j := r.j
-	n := r.shown(full)
-	if n <= j.Delivered || (!force && r.b.now().Sub(r.saved) < botSaveEvery) {
-		return nil
+// thinking attaches the progress recording for one LLM stream (the
+// placeholder itself was started at intake); its stop detaches it, so that
+// the worker owns the job again.
+func (r *botReply) thinking(context.Context) func() {
+	if r.live == nil || r.live.stream == nil {
+		return func() {}
 	}
-	if !j.AnswerDone {
-		j.Answer = full[:n]
+	r.mu.Lock()
+	r.attached = true
+	r.mu.Unlock()
+	r.live.stream.OnAck(r.acked)
+	return func() {
+		r.live.stream.OnAck(nil)
+		r.mu.Lock()
+		r.attached = false
+		r.mu.Unlock()
 	}
-	j.Delivered = n
-	r.saved = r.b.now()
-	return stored(r.b.store.SaveJob(j))
 }
-
-func (r *botReply) thinking(context.Context) func() { return func() {} }
 
 func (r *botReply) cleanup(context.Context) {
 	if r.release != nil {

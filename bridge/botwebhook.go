@@ -111,12 +111,13 @@ func (b *Bridge) botWebhookMessage(bt *bot, m *aibot.Message) (streamID, content
 		return "", "", false, false
 	}
 	b.metrics.inc("wecom_bridge_callbacks_total", name, "accepted")
-	l := &botLive{created: job.Received, text: bt.set.texts.Thinking}
+	first := bt.set.texts.Thinking
+	l := &botLive{created: job.Received, text: first}
 	b.hookMu.Lock()
 	b.hookLive[job.ID] = l
 	b.hookMu.Unlock()
 	b.pool.submit(b.root, job)
-	return botStreamID(job.ID), l.text, false, true
+	return botStreamID(job.ID), first, false, true
 }
 
 // webhookRefresh answers a stream refresh: the text so far while the

@@ -28,6 +28,7 @@ type Stream struct {
 	frames int
 	shown  string
 	sent   string // the last frame written, acked or not
+	onAck  func(content string)
 	err    error
 	wake   chan struct{}
 	done   chan struct{}
@@ -101,6 +102,15 @@ func (s *Stream) Sent() string {
 	return s.sent
 }
 
+// OnAck sets a func called with each frame's content once WeCom acked it,
+// from the Stream's own goroutine, before the next frame is written; nil
+// removes it. A caller that records what the user has seen does it there.
+func (s *Stream) OnAck(fn func(content string)) {
+	s.mu.Lock()
+	s.onAck = fn
+	s.mu.Unlock()
+}
+
 // Frames is the number of frames sent so far.
 func (s *Stream) Frames() int {
 	s.mu.Lock()
@@ -163,7 +173,11 @@ func (s *Stream) loop() {
 				return
 			}
 			s.shown = content
+			onAck := s.onAck
 			s.mu.Unlock()
+			if onAck != nil {
+				onAck(content)
+			}
 			if fin {
 				return
 			}
