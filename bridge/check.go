@@ -18,6 +18,7 @@ import (
 
 	"github.com/wecom-bridge/wecom-bridge/llm"
 	"github.com/wecom-bridge/wecom-bridge/wecom"
+	"github.com/wecom-bridge/wecom-bridge/wecom/aibot"
 	"github.com/wecom-bridge/wecom-bridge/wecom/emulator"
 )
 
@@ -66,7 +67,7 @@ func Check(ctx context.Context, cfg *Config, out io.Writer, log *slog.Logger) bo
 		wg.Go(func() { groups[i] = c.app(ctx, ac) })
 	}
 	for i, bc := range cfg.Bots {
-		wg.Go(func() { groups[len(cfg.Apps)+i] = c.backendRows(ctx, bc.Name, bc.Backend) })
+		wg.Go(func() { groups[len(cfg.Apps)+i] = c.bot(ctx, bc) })
 	}
 	wg.Wait()
 
@@ -144,6 +145,103 @@ func (c *checker) app(ctx context.Context, ac AppConfig) []checkRow {
 	// Is this daemon reachable at the callback URL? Only a warning: the
 	// check may run before the daemon is started.
 	return append(rows, probeCallback(ctx, c.probeHC, c.cfg, ac))
+}
+
+// bot checks one bot: its long connection (websocket mode) or its
+// callback URL (webhook mode), and its backend.
+func (c *checker) bot(ctx context.Context, bc BotConfig) []checkRow {
+	var rows []checkRow
+	if bc.Mode == BotModeWebhook {
+		ac := AppConfig{Name: bc.Name, Token: bc.Token, EncodingAESKey: bc.EncodingAESKey}
+		cfg := *c.cfg
+		cfg.WeCom.CorpID = "" // a bot's receive id is empty
+		rows = append(rows, probeCallback(ctx, c.probeHC, &cfg, ac))
+	} else {
+		rows = append(rows, c.subscribe(ctx, bc))
+	}
+	return append(rows, c.backendRows(ctx, bc.Name, bc.Backend)...)
+}
+
+// subscribe connects a websocket bot once and reports whether WeCom
+// accepts its bot_id and secret. WeCom keeps one connection per bot, so a
+// running daemon would be displaced: when one answers on server.listen,
+// its own view of the connection is reported instead.
+func (c *checker) subscribe(ctx context.Context, bc BotConfig) checkRow {
+	rw := checkRow{bc.Name, "long connection", "", ""}
+	if online, ok := c.runningBot(ctx, bc.Name); ok {
+		if online {
+			rw.status, rw.detail = "OK", "运行中的守护进程已连接 / the running daemon is subscribed"
+		} else {
+			rw.status, rw.detail = "FAIL", fmt.Sprintf("运行中的守护进程未能订阅：查看其日志；检查 bots.%s.bot_id 与 bots.%s.secret / the running daemon is not subscribed: see its log; check bots.%s.bot_id and secret", bc.Name, bc.Name, bc.Name)
+		}
+		return rw
+	}
+	sctx, cancel := context.WithTimeout(ctx, checkStepTimeout)
+	defer cancel()
+	cl, err := aibot.New(aibot.Config{Name: bc.Name, BotID: bc.BotID, Secret: bc.Secret.Value(), URL: bc.WSURL, DisplacedDelay: -1},
+		aibot.Deps{Log: c.log, Handler: func(context.Context, *aibot.Callback) {}, HTTPClient: c.wecomHC})
+	if err != nil {
+		return row(bc.Name, "long connection", err, "")
+	}
+	done := make(chan error, 1)
+	go func() { done <- cl.Run(sctx) }()
+	for {
+		switch st := cl.State(); st {
+		case aibot.StateOnline:
+			cancel()
+			<-done
+			return checkRow{bc.Name, "long connection", "OK", "已订阅 " + bc.WSURL + " / subscribed"}
+		case aibot.StateAuthFailed:
+			cancel()
+			<-done
+			return checkRow{bc.Name, "long connection", "FAIL", fmt.Sprintf("企业微信拒绝订阅：检查 bots.%s.bot_id 与 bots.%s.secret（智能机器人 → API 模式 → 长连接）/ WeCom refused the subscription: check bots.%s.bot_id and secret (%v)", bc.Name, bc.Name, bc.Name, cl.LastError())}
+		}
+		select {
+		case err := <-done:
+			if err == nil {
+				err = cl.LastError()
+			}
+			return checkRow{bc.Name, "long connection", "FAIL", fmt.Sprintf("连不上 %s：%s / cannot connect: %v", bc.WSURL, netHintOr(err), err)}
+		case <-sctx.Done():
+			<-done
+			return checkRow{bc.Name, "long connection", "FAIL", fmt.Sprintf("%s 在 %s 内未能订阅：%s / not subscribed within %s: %v", bc.WSURL, checkStepTimeout, netHintOr(cl.LastError()), checkStepTimeout, cl.LastError())}
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func netHintOr(err error) string {
+	if h := netHint(err); h != "" {
+		return h
+	}
+	return "检查 DNS、防火墙和出站代理（HTTPS_PROXY）/ check DNS, the firewall and the outbound proxy (HTTPS_PROXY)"
+}
+
+// runningBot asks a daemon running on server.listen whether a bot is
+// subscribed (from its /metrics); ok is false when none answers.
+func (c *checker) runningBot(ctx context.Context, name string) (online, ok bool) {
+	addr := c.cfg.Server.Listen
+	if strings.HasPrefix(addr, ":") {
+		addr = "127.0.0.1" + addr
+	}
+	hc := &http.Client{Timeout: time.Second}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
+	if err != nil {
+		return false, false
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return false, false
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	line := fmt.Sprintf("wecom_bridge_bot_online{bot=%q} ", name)
+	for _, l := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(l, line) {
+			return strings.TrimPrefix(l, line) == "1", true
+		}
+	}
+	return false, false // no daemon there with this bot
 }
 
 // egressRow turns a 60020 (IP not in 企业可信IP) into the IP WeCom saw,
