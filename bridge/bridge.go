@@ -45,6 +45,7 @@ type Bridge struct {
 	budget  *budget
 	metrics *metrics
 	web     *web
+	admin   *admin // the local admin socket (admin.go); nil if it could not open
 
 	root   context.Context
 	cancel context.CancelFunc
@@ -235,6 +236,7 @@ func (b *Bridge) Start(ln net.Listener) error {
 	for _, j := range pending {
 		b.pool.submit(b.root, j)
 	}
+	b.startAdmin()
 	b.bg.Add(1)
 	go func() {
 		defer b.bg.Done()
@@ -278,6 +280,7 @@ func (b *Bridge) Shutdown(ctx context.Context) error {
 	b.cancel()
 	b.pool.wait(context.Background())
 	b.bg.Wait()
+	b.stopAdmin(ctx)
 	return errors.Join(errs...)
 }
 
