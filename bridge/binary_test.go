@@ -359,7 +359,7 @@ func TestBinaryBackupUnderLoad(t *testing.T) {
 	live := filepath.Join(t.TempDir(), "live.db")
 	code, out, errs := runBinary(t, bin, []string{"TEST_APP_SECRET=the-app-secret"}, "backup", "-config", d.cfgPath, "-out", live)
 	if code != 0 || !strings.Contains(out, "running daemon") {
-		t.Fatalf("live backup: %d %q %q\n%s", code, out, errs, d.logs.String())
+		t.Fatalf("live backup: %d %q %q", code, out, errs)
 	}
 	waitUntil(t, 20*time.Second, func() bool { return len(ackedNow()) >= len(before)+100 })
 	close(stop)
@@ -437,8 +437,8 @@ func TestBinaryServerStopsOnItsOwn(t *testing.T) {
 	// Go raises the soft limit to the hard one, so lower both.
 	d.cmd = exec.Command("/bin/sh", "-c", `ulimit -n 64 && exec "$0" -config "$1"`, d.bin, d.cfgPath)
 	d.cmd.Env = append(os.Environ(), "TEST_APP_SECRET=the-app-secret")
-	d.logs = &bytes.Buffer{}
-	d.cmd.Stderr = d.logs
+	logs := newSyncBuffer() // read while the daemon writes
+	d.cmd.Stderr = logs
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -469,9 +469,9 @@ func TestBinaryServerStopsOnItsOwn(t *testing.T) {
 		conns = append(conns, c)
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(d.logs.String(), "server stopped on its own") {
+	for !strings.Contains(logs.String(), "server stopped on its own") {
 		if time.Now().After(deadline) {
-			t.Fatalf("the server did not stop with %d connections open:\n%s", len(conns), d.logs.String())
+			t.Fatalf("the server did not stop with %d connections open:\n%s", len(conns), logs.String())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -482,10 +482,10 @@ func TestBinaryServerStopsOnItsOwn(t *testing.T) {
 	err := d.cmd.Wait()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
-		t.Fatalf("exit after the server stopped: %v (want exit status 1)\n%s", err, d.logs.String())
+		t.Fatalf("exit after the server stopped: %v (want exit status 1)\n%s", err, logs.String())
 	}
 	sent := wc.Sent()
 	if len(sent) != 1 || sent[0].Content != "慢慢写完的回答" {
-		t.Fatalf("the answer in flight was not delivered before the exit: %+v\n%s", sent, d.logs.String())
+		t.Fatalf("the answer in flight was not delivered before the exit: %+v\n%s", sent, logs.String())
 	}
 }
