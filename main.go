@@ -6,7 +6,8 @@
 //	wecom-bridge check-config -config PATH           only validate the config
 //	wecom-bridge simulate -config PATH [-app NAME] [-user ID]
 //	                                                 chat in the terminal through the real pipeline
-//	wecom-bridge backup -config PATH -out FILE        consistent copy of the database
+//	wecom-bridge backup [-config PATH | -db FILE] -out FILE
+//	                                                 consistent copy of the database
 //	wecom-bridge healthcheck [-config PATH | -url URL] exit 0 if /healthz answers ok
 //	wecom-bridge version
 //
@@ -50,6 +51,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	appName := fs.String("app", "", "simulate: the app to talk to (default: the first)")
 	userID := fs.String("user", "simulator", "simulate: the WeCom userid to write as")
 	outPath := fs.String("out", "", "backup: the file to write the copy to")
+	dbPath := fs.String("db", "", "backup: the database file (storage.path), instead of reading -config")
 	healthURL := fs.String("url", "", "healthcheck: the /healthz URL (default: from server.listen in -config)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `usage:
@@ -58,7 +60,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
   wecom-bridge check-config -config PATH   only validate the config (no network; for ExecStartPre)
   wecom-bridge simulate -config PATH [-app NAME] [-user ID]
                                            chat in the terminal through the real pipeline, with a built-in fake WeCom
-  wecom-bridge backup -config PATH -out FILE
+  wecom-bridge backup [-config PATH | -db FILE] -out FILE
                                            consistent copy of the database (asks the running daemon, or copies the stopped one)
   wecom-bridge healthcheck [-config PATH | -url URL]
                                            exit 0 if the daemon's /healthz answers ok (for Docker HEALTHCHECK)
@@ -76,7 +78,13 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 0
 	}
 	switch cmd {
-	case "serve", "check", "check-config", "simulate", "backup":
+	case "serve", "check", "check-config", "simulate":
+	case "backup":
+		if *dbPath != "" {
+			// Only storage.path is needed: no secrets, so a backup timer
+			// needs no access to them.
+			return backup(&bridge.Config{Storage: bridge.StorageConfig{Path: *dbPath}}, *outPath, stdout, stderr)
+		}
 	case "healthcheck":
 		if *healthURL != "" {
 			return healthcheck(*healthURL, stdout, stderr)
@@ -96,24 +104,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "healthcheck":
 		return healthcheck(healthzURL(cfg.Server.Listen), stdout, stderr)
 	case "backup":
-		if *outPath == "" {
-			fmt.Fprintln(stderr, "backup: -out FILE is required (备份需要 -out 指定输出文件)")
-			return 2
-		}
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		defer stop()
-		res, err := bridge.Backup(ctx, cfg, *outPath)
-		if err != nil {
-			fmt.Fprintln(stderr, err)
-			return 1
-		}
-		from := "copied from the stopped database file (守护进程未运行，直接复制)"
-		if res.Live {
-			from = "snapshot from the running daemon (由运行中的守护进程生成快照)"
-		}
-		fmt.Fprintf(stdout, "%s: %d bytes in %v, %s; verified: %d history entries, %d pending jobs\n",
-			res.Path, res.Bytes, res.Took.Round(time.Millisecond), from, res.Stats.HistoryEntries, res.Stats.PendingJobs)
-		return 0
+		return backup(cfg, *outPath, stdout, stderr)
 	case "check-config":
 		fmt.Fprintf(stdout, "%s: config OK (%d app(s), %d backend(s))\n", *configPath, len(cfg.Apps), len(cfg.Backends))
 		return 0
@@ -215,6 +206,28 @@ func newLogger(c bridge.LogConfig, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// backup writes a verified copy of cfg's database to out.
+func backup(cfg *bridge.Config, out string, stdout, stderr io.Writer) int {
+	if out == "" {
+		fmt.Fprintln(stderr, "backup: -out FILE is required (备份需要用 -out 指定输出文件)")
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	res, err := bridge.Backup(ctx, cfg, out)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	from := "copied from the stopped database file (守护进程未运行，直接复制)"
+	if res.Live {
+		from = "snapshot from the running daemon (由运行中的守护进程生成快照)"
+	}
+	fmt.Fprintf(stdout, "%s: %d bytes in %v, %s; verified: %d history entries, %d pending jobs\n",
+		res.Path, res.Bytes, res.Took.Round(time.Millisecond), from, res.Stats.HistoryEntries, res.Stats.PendingJobs)
+	return 0
 }
 
 // versionText is what `version` prints, from the build info the Go

@@ -382,6 +382,12 @@ func TestBinaryBackupUnderLoad(t *testing.T) {
 		t.Fatalf("stopped backup: %d %q %q", code, out, errs)
 	}
 	checkBackupHolds(t, stopped, ackedNow())
+	// -db needs no config and so no secrets (the backup timer's way).
+	byPath := filepath.Join(t.TempDir(), "by-path.db")
+	if code, out, errs := runBinary(t, bin, nil, "backup", "-db", filepath.Join(dir, "bridge.db"), "-out", byPath); code != 0 || !strings.Contains(out, "stopped database") {
+		t.Fatalf("backup -db: %d %q %q", code, out, errs)
+	}
+	checkBackupHolds(t, byPath, ackedNow())
 	if code, _, errs := runBinary(t, bin, []string{"TEST_APP_SECRET=the-app-secret"}, "backup", "-config", d.cfgPath); code != 2 || !strings.Contains(errs, "-out") {
 		t.Fatalf("backup without -out: %d %q", code, errs)
 	}
