@@ -178,6 +178,11 @@ func Backup(ctx context.Context, cfg *Config, out string) (BackupResult, error) 
 	if res.Stats, err = kv.VerifySnapshot(tmp); err != nil {
 		return res, fmt.Errorf("bridge: backup: the copy does not verify: %w", err)
 	}
+	// Restoring is a backup of the backup file onto storage.path; never
+	// replace a database a daemon has open.
+	if kv.InUse(out) {
+		return res, fmt.Errorf("bridge: backup: %s is a database in use by a running daemon; stop it first (恢复前先停止服务)", out)
+	}
 	if err := os.Rename(tmp, out); err != nil {
 		return res, fmt.Errorf("bridge: backup: %w", err)
 	}

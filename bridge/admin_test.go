@@ -77,6 +77,10 @@ func TestAdminSocketAndBackup(t *testing.T) {
 		t.Fatalf("backup file: %v %v (result %d bytes)", fi, err, res.Bytes)
 	}
 
+	// Restoring onto the database of a running daemon is refused.
+	if _, err := Backup(context.Background(), &Config{Storage: StorageConfig{Path: out}}, store.Path()); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("restore onto the live database: %v", err)
+	}
 	a.close(context.Background())
 	if _, err := os.Lstat(sock); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("socket still there after close: %v", err)

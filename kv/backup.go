@@ -104,6 +104,18 @@ func VerifySnapshot(path string) (st Stats, err error) {
 	return st, nil
 }
 
+// InUse reports whether a process holds the database file at path open (a
+// running daemon): bbolt's lock is taken. A missing or damaged file is not
+// in use.
+func InUse(path string) bool {
+	db, err := openReadOnly(path, 20*time.Millisecond)
+	if err != nil {
+		return errors.Is(err, ErrLocked)
+	}
+	_ = db.Close()
+	return false
+}
+
 // openReadOnly opens an existing database file read-only (never creating
 // one), recovering from bbolt's panics on a damaged file.
 func openReadOnly(path string, lockTimeout time.Duration) (db *bolt.DB, err error) {

@@ -110,12 +110,18 @@ func TestSnapshotFile(t *testing.T) {
 	if _, _, err := s.Accept(q("a", "zhangsan", "m:1", "你好")); err != nil {
 		t.Fatal(err)
 	}
+	if !InUse(path) {
+		t.Fatal("InUse: false for a file a Store has open")
+	}
 	var buf bytes.Buffer
 	if _, err := SnapshotFile(context.Background(), path, &buf, 50*time.Millisecond); !errors.Is(err, ErrLocked) {
 		t.Fatalf("snapshot of a held file: %v", err)
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
+	}
+	if InUse(path) {
+		t.Fatal("InUse: true after Close")
 	}
 	n, err := SnapshotFile(context.Background(), path, &buf, time.Second)
 	if err != nil || n != int64(buf.Len()) {
