@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -65,21 +66,37 @@ var ErrLocked = errors.New("kv: the database file is locked by another process (
 // database: bbolt opens it read-only, every page is consistent (bbolt's own
 // check) and every bucket is there. It returns the record counts.
 func VerifySnapshot(path string) (st Stats, err error) {
-	db, err := openReadOnly(path, time.Second)
-	if err != nil {
-		return st, err
-	}
-	defer db.Close()
-	// bbolt panics on some kinds of damage instead of returning an error.
+	// bbolt trusts the page ids it reads: on a damaged file it panics, or
+	// reads past the end of its memory map, which is a fault, not a panic.
+	// This makes faults on this goroutine panics, recovered below.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("kv: verify %s: the file is damaged: %v", path, r)
 		}
 	}()
+	db, err := openReadOnly(path, time.Second)
+	if err != nil {
+		return st, err
+	}
+	defer db.Close()
+	fi, err := os.Stat(path)
+	if err != nil {
+		return st, fmt.Errorf("kv: verify: %w", err)
+	}
 	err = db.View(func(tx *bolt.Tx) error {
+		if tx.Size() > fi.Size() {
+			return fmt.Errorf("the file is truncated: %d bytes, its pages need %d", fi.Size(), tx.Size())
+		}
 		for _, b := range allBuckets {
-			if tx.Bucket(b) == nil {
+			bk := tx.Bucket(b)
+			if bk == nil {
 				return fmt.Errorf("bucket %q is missing (not a wecom-bridge database?)", b)
+			}
+			// Read every record here, where a fault is recovered, before
+			// bbolt's own check walks the pages on a goroutine of its own.
+			if err := bk.ForEach(func(k, v []byte) error { return nil }); err != nil {
+				return fmt.Errorf("bucket %q: %w", b, err)
 			}
 		}
 		var errs []error
