@@ -10,11 +10,10 @@
 # state directory. No shell, so the HEALTHCHECK is the binary's own
 # `healthcheck` subcommand.
 #
-# ROOTFS picks where the tree comes from: the builder stage below (the
-# default), or an image that already holds /rootfs (how the README's offline
-# build makes the same image without pulling a base image).
+# GO_IMAGE is the builder: any Debian-like image with Go 1.26, git, CA
+# certificates and tzdata (the README's offline build imports one made with
+# debootstrap when no registry is reachable).
 ARG GO_IMAGE=golang:1.26-bookworm
-ARG ROOTFS=rootfs-build
 
 FROM ${GO_IMAGE} AS rootfs-build
 WORKDIR /src
@@ -33,10 +32,8 @@ RUN CGO_ENABLED=0 go build -trimpath -buildvcs=auto -o /rootfs/wecom-bridge . \
  && chown 10001:10001 /rootfs/var/lib/wecom-bridge && chmod 0700 /rootfs/var/lib/wecom-bridge \
  && chmod 1777 /rootfs/tmp
 
-FROM ${ROOTFS} AS rootfs
-
 FROM scratch
-COPY --from=rootfs /rootfs/ /
+COPY --from=rootfs-build /rootfs/ /
 # Non-root. The state directory is owned by this user; a bind mount must
 # be too (chown 10001:10001), a named volume inherits it.
 USER 10001:10001
