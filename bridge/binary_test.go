@@ -495,3 +495,47 @@ func TestBinaryServerStopsOnItsOwn(t *testing.T) {
 		t.Fatalf("the answer in flight was not delivered before the exit: %+v\n%s", sent, logs.String())
 	}
 }
+
+// A SIGTERM that arrives while the daemon is still starting (here: waiting
+// for the database lock) is not fatal: the daemon finishes starting, then
+// shuts down cleanly with exit 0, instead of dying mid-start by the signal.
+func TestBinarySignalDuringStart(t *testing.T) {
+	wc := wecomtest.NewServer(wecomtest.Options{})
+	defer wc.Close()
+	wc.AddApp(dCorp, "the-app-secret", 1000002)
+	dify := llmtest.NewDify()
+	defer dify.Close()
+	dir := t.TempDir()
+	d := &daemon{t: t, bin: buildDaemonBinary(t, t.TempDir()), cfgPath: filepath.Join(dir, "config.toml"), addr: freeLoopbackAddr(t)}
+	db := filepath.Join(dir, "bridge.db")
+	d.writeConfig(wc, dify, db, "帮助")
+	holder, err := kv.Open(db, kv.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close()
+	d.cmd = exec.Command(d.bin, "-config", d.cfgPath)
+	d.cmd.Env = append(os.Environ(), "TEST_APP_SECRET=the-app-secret")
+	logs := newSyncBuffer()
+	d.cmd.Stderr = logs
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = d.cmd.Process.Kill() }()
+	// The daemon waits up to 1 s for the lock; signal it in that wait,
+	// then let it have the file.
+	time.Sleep(600 * time.Millisecond)
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if err := holder.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.cmd.Wait(); err != nil {
+		t.Fatalf("SIGTERM while starting: %v (want a clean exit 0)\n%s", err, logs.String())
+	}
+	if l := logs.String(); !strings.Contains(l, "wecom-bridge started") || !strings.Contains(l, "shutting down") {
+		t.Fatalf("want a start and a clean shutdown in the log:\n%s", l)
+	}
+}
