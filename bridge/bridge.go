@@ -54,6 +54,7 @@ type Bridge struct {
 	dupSeq  *dupSeqs
 	metrics *metrics
 	web     *history.Handler
+	admin   *admin // the local admin socket (admin.go); nil if it could not open
 
 	// clients keeps one WeCom API client per (corp, agent, secret, API
 	// base) across reloads, with its token cache and department cache.
@@ -403,6 +404,7 @@ func (b *Bridge) Start(ln net.Listener) error {
 	for _, j := range pending {
 		b.pool.submit(b.root, j)
 	}
+	b.startAdmin()
 	b.bg.Add(1)
 	go func() {
 		defer b.bg.Done()
@@ -450,6 +452,7 @@ func (b *Bridge) Shutdown(ctx context.Context) error {
 	b.cancel()
 	b.pool.wait(context.Background())
 	b.bg.Wait()
+	b.stopAdmin(ctx)
 	return errors.Join(errs...)
 }
 

@@ -275,7 +275,7 @@ retry_base = "5ms"
 func buildDaemonBinary(t *testing.T, dir string) string {
 	t.Helper()
 	bin := filepath.Join(dir, "wecom-bridge")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/wecom-bridge/wecom-bridge").CombinedOutput()
 	if err != nil {
