@@ -46,8 +46,6 @@ const (
 	DefaultSessionTTL       = 7 * 24 * time.Hour
 	DefaultSendRetryFor     = 10 * time.Minute
 	DefaultDepartmentTTL    = 10 * time.Minute
-	DefaultFirstPieceBytes  = 60
-	DefaultPieceBytes       = 600
 	DefaultMaxMessagesPerMi = 30 // WeCom: at most 30 messages a minute to one member per app
 )
 
