@@ -3,6 +3,8 @@ package bridge
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
+	"sync"
 	"net/http"
 	"strings"
 	"testing"
@@ -11,6 +13,7 @@ import (
 	"github.com/wecom-bridge/wecom-bridge/kv"
 	"github.com/wecom-bridge/wecom-bridge/llm"
 	"github.com/wecom-bridge/wecom-bridge/llm/llmtest"
+	"github.com/wecom-bridge/wecom-bridge/wecom/wecomtest"
 )
 
 // WeCom's duplicate check compares whole requests: answers that repeat
@@ -80,6 +83,9 @@ func TestResentPieceIsDroppedByWeCom(t *testing.T) {
 	h.waitIdle()
 	if got := contents(h.sentTo("zhangsan")); len(got) != 2 || got[0] != "甲" || got[1] != "乙" {
 		t.Fatalf("user saw %q, want each piece once", got)
+	}
+	if d := h.wc.Dropped(); len(d) != 2 || d[0].Drop != wecomtest.DropDuplicate {
+		t.Fatalf("WeCom dropped %+v, want the 2 resent pieces as duplicates", d)
 	}
 }
 
@@ -236,5 +242,58 @@ func TestPoolSubmitAfterStop(t *testing.T) {
 	}
 	if q := p.queued.Load(); q != 0 {
 		t.Fatalf("queued gauge = %d after stop", q)
+	}
+}
+
+// Bursts to several members, counted the way WeCom counts (a sliding minute
+// of its own arrival times, which lag our clock by a varying network
+// delay): nobody gets more than 30 in any minute, so WeCom drops nothing.
+func TestBudgetBurstsNeverExceedWeComsWindow(t *testing.T) {
+	clock := &fakeClock{now: time.Now()}
+	h := newHarness(t, "")
+	h.stop()
+	h.now = clock.Now
+	h.wc.Close()
+	var rmu sync.Mutex
+	rng := rand.New(rand.NewPCG(7, 9))
+	h.wc = newWeComAt(func() time.Time {
+		// Time passes while a request travels: WeCom's arrival clock
+		// reads somewhere after our send began.
+		rmu.Lock()
+		d := time.Duration(rng.Int64N(int64(400 * time.Millisecond)))
+		rmu.Unlock()
+		clock.Add(d)
+		return clock.Now()
+	})
+	h.start()
+	h.b.budget.sleep = clock.sleep
+	users := []string{"zhangsan", "lisi", "wangwu"}
+	const per = 36
+	for i := 0; i < per; i++ {
+		for _, u := range users {
+			h.ask("helpdesk", u, fmt.Sprintf("%s 的第 %d 个问题", u, i))
+		}
+	}
+	waitFor(t, func() bool {
+		st, _ := h.store.Stats()
+		return st.PendingJobs == 0
+	})
+	if d := h.wc.Dropped(); len(d) != 0 {
+		t.Fatalf("WeCom dropped %d messages (first: %+v)", len(d), d[0])
+	}
+	for _, u := range users {
+		got := h.sentTo(u)
+		if len(got) != per {
+			t.Fatalf("%s got %d answers, want %d", u, len(got), per)
+		}
+		for i := range got {
+			n := 0
+			for j := i; j < len(got) && got[j].At.Sub(got[i].At) < time.Minute; j++ {
+				n++
+			}
+			if n > 30 {
+				t.Fatalf("%s: %d messages arrived within a minute from %v", u, n, got[i].At)
+			}
+		}
 	}
 }

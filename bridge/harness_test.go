@@ -44,6 +44,8 @@ type harness struct {
 	base   string
 	msgID  atomic.Uint64
 	logBuf *syncBuffer
+	// now, when set before start, is the daemon's clock (Deps.Now).
+	now func() time.Time
 }
 
 type syncBuffer struct {
@@ -71,13 +73,7 @@ func (s *syncBuffer) String() string {
 func newHarness(t *testing.T, extra string) *harness {
 	t.Helper()
 	h := &harness{t: t, extra: extra, dbPath: filepath.Join(t.TempDir(), "bridge.db"), logBuf: newSyncBuffer()}
-	h.wc = wecomtest.NewServer(wecomtest.Options{})
-	h.wc.AddApp(testCorp, "secret-helpdesk", 1000002)
-	h.wc.AddApp(testCorp, "secret-chat", 1000003)
-	for _, u := range []string{"zhangsan", "lisi", "wangwu"} {
-		h.wc.AddUser(u, 2)
-	}
-	h.wc.AddUser("outsider", 9)
+	h.wc = newWeComAt(nil)
 	h.dify = llmtest.NewDify()
 	h.oai = llmtest.NewOpenAI()
 	t.Cleanup(func() {
@@ -91,6 +87,19 @@ func newHarness(t *testing.T, extra string) *harness {
 	})
 	h.start()
 	return h
+}
+
+// newWeComAt is the harness's fake WeCom (two apps, three members and an
+// outsider), on the given clock (nil: the real one).
+func newWeComAt(now func() time.Time) *wecomtest.Server {
+	wc := wecomtest.NewServer(wecomtest.Options{Now: now})
+	wc.AddApp(testCorp, "secret-helpdesk", 1000002)
+	wc.AddApp(testCorp, "secret-chat", 1000003)
+	for _, u := range []string{"zhangsan", "lisi", "wangwu"} {
+		wc.AddUser(u, 2)
+	}
+	wc.AddUser("outsider", 9)
+	return wc
 }
 
 func (h *harness) configText() string {
@@ -162,7 +171,7 @@ func (h *harness) start() {
 	if os.Getenv("BRIDGE_TEST_LOG") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	h.b, err = New(cfg, Deps{Log: log, Store: h.store})
+	h.b, err = New(cfg, Deps{Log: log, Store: h.store, Now: h.now})
 	if err != nil {
 		h.t.Fatal(err)
 	}
