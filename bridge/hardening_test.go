@@ -297,3 +297,25 @@ func TestBudgetBurstsNeverExceedWeComsWindow(t *testing.T) {
 		}
 	}
 }
+
+// The thinking notice never holds up the answer: when WeCom refuses it
+// (45009, which the answer's pieces would wait out for rate_limit_wait),
+// it is dropped after one try and the answer streams on.
+func TestThinkingNoticeDoesNotBlockTheAnswer(t *testing.T) {
+	h := newHarness(t, "")
+	h.stop()
+	h.edit = func(s string) string {
+		return strings.Replace(s, "thinking_after = \"-1s\"", "thinking_after = \"20ms\"", 1)
+	}
+	h.start()
+	h.dify.Push(llmtest.Script{Answer: "第一段。\n\n第二段。", FirstByteDelay: 300 * time.Millisecond, Deltas: 2})
+	h.wc.FailNext("/cgi-bin/message/send", 45009, "api freq out of limit", 1)
+	h.ask("helpdesk", "zhangsan", "慢一点的问题")
+	got := h.waitSent("zhangsan", 1)
+	if joined(got) != "第一段。\n\n第二段。" {
+		t.Fatalf("user got %q; the refused notice should be skipped, not retried", contents(got))
+	}
+	if !strings.Contains(h.logBuf.String(), "cannot send the thinking notice") {
+		t.Fatal("the refused notice was not logged")
+	}
+}
