@@ -110,6 +110,26 @@ func TestBotStreamsOneBubble(t *testing.T) {
 	if q := h.dify.Requests(); len(q) != 1 || q[0].Query != "报销流程是什么？" {
 		t.Fatalf("dify asked %+v", q)
 	}
+	resp, err := http.Get(h.base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := readAll(t, resp)
+	for _, want := range []string{`wecom_bridge_bot_online{bot="kbbot"} 1`, `wecom_bridge_bot_acks_total{bot="kbbot"}`, `wecom_bridge_callbacks_total{app="kbbot",result="accepted"} 1`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+
+	// 👍 on the answer: recorded in the history.
+	if _, err := bs.Push(testBotID, aibot.Message{MsgType: aibot.MsgEvent, From: aibot.From{UserID: "zhangsan"},
+		Event: &aibot.Event{EventType: aibot.EventFeedback, Feedback: &aibot.FeedbackEvent{ID: b.FeedbackID, Type: aibot.FeedbackAccurate}}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		e, _, _ := h.store.History(kv.HistoryQuery{User: "zhangsan"})
+		return len(e) == 1 && e[0].Feedback == "like"
+	})
 }
 
 // Group chats: the @mention is stripped before asking, the answer goes to
