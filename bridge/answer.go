@@ -54,6 +54,27 @@ func (e *panicError) Error() string { return fmt.Sprintf("bridge: panic while an
 // errPoison reports a job that has already panicked too often.
 var errPoison = errors.New("bridge: the job has failed too many times")
 
+// processRef loads a queued job and processes it. A job already finished
+// (gone from the store) is skipped; a failing read is retried like a
+// failing write.
+func (b *Bridge) processRef(ctx context.Context, r jobRef) {
+	for try := 0; ; try++ {
+		j, err := b.store.Job(r.ID)
+		switch {
+		case errors.Is(err, kv.ErrNotFound):
+			return
+		case err == nil:
+			b.process(ctx, j)
+			return
+		}
+		b.storageFailed(err)
+		b.log.Error("cannot read a queued job; retrying", "job", r.ID, "err", err)
+		if sleepCtx(ctx, retryWait(try, 30*time.Second)) != nil {
+			return
+		}
+	}
+}
+
 // process runs one job to completion: it produces the reply (a command's
 // answer, a fixed notice or the LLM's answer) and delivers it, resuming any
 // progress saved by an earlier run. If ctx ends first, the job stays pending.

@@ -140,7 +140,7 @@ func New(cfg *Config, d Deps) (*Bridge, error) {
 	b.rt.Store(rt)
 	b.budget = newBudget(cfg.WeCom.PerMemberPerMinute, d.Now)
 	b.dupSeq = newDupSeqs(d.Store)
-	b.pool = newPool(cfg.Workers.Count, b.process, d.Log)
+	b.pool = newPool(cfg.Workers.Count, b.processRef, d.Log)
 	if cfg.History.enabled() {
 		w, err := newWeb(b, cfg)
 		if err != nil {

@@ -21,7 +21,7 @@ import (
 // goroutine per user.
 type pool struct {
 	n   int
-	run func(ctx context.Context, j *kv.Job)
+	run func(ctx context.Context, r jobRef)
 	log *slog.Logger
 	wg  sync.WaitGroup
 
@@ -36,14 +36,22 @@ type pool struct {
 	active  atomic.Int64
 }
 
+// jobRef is what the pool keeps of a queued job: its id and lane. The job
+// itself stays on disk until a worker takes it, so a backlog of a hundred
+// thousand questions costs a few megabytes, not the records themselves.
+type jobRef struct {
+	ID   uint64
+	Lane string
+}
+
 type lane struct {
 	key     string
-	jobs    []*kv.Job
+	jobs    []jobRef
 	running bool // a worker is running one of its jobs
 	isReady bool // it is in pool.ready
 }
 
-func newPool(n int, run func(context.Context, *kv.Job), log *slog.Logger) *pool {
+func newPool(n int, run func(context.Context, jobRef), log *slog.Logger) *pool {
 	return &pool{n: n, run: run, log: log, lane: map[string]*lane{}}
 }
 
@@ -65,7 +73,7 @@ func (p *pool) submit(ctx context.Context, j *kv.Job) {
 		l = &lane{key: key}
 		p.lane[key] = l
 	}
-	l.jobs = append(l.jobs, j)
+	l.jobs = append(l.jobs, jobRef{ID: j.ID, Lane: key})
 	if !l.running && !l.isReady {
 		l.isReady = true
 		p.ready.push(l)
@@ -96,7 +104,6 @@ func (p *pool) work(ctx context.Context) {
 		l := p.ready.pop()
 		l.isReady = false
 		j := l.jobs[0]
-		l.jobs[0] = nil
 		l.jobs = l.jobs[1:]
 		l.running = true
 		p.mu.Unlock()
@@ -121,7 +128,7 @@ func (p *pool) work(ctx context.Context) {
 	}
 }
 
-func (p *pool) safeRun(ctx context.Context, j *kv.Job) {
+func (p *pool) safeRun(ctx context.Context, j jobRef) {
 	defer func() {
 		if r := recover(); r != nil {
 			p.log.Error("panic while answering; the job stays pending", "job", j.ID, "panic", r, "stack", string(debug.Stack()))

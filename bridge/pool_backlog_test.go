@@ -19,10 +19,10 @@ func TestPoolBacklogCostsNoGoroutines(t *testing.T) {
 	release := make(chan struct{})
 	var mu sync.Mutex
 	ran := map[string][]uint64{}
-	run := func(ctx context.Context, j *kv.Job) {
+	run := func(ctx context.Context, j jobRef) {
 		<-release
 		mu.Lock()
-		ran[j.User] = append(ran[j.User], j.ID)
+		ran[j.Lane] = append(ran[j.Lane], j.ID)
 		mu.Unlock()
 	}
 	p := newPool(4, run, slog.New(slog.NewTextHandler(io.Discard, nil)))

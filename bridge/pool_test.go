@@ -20,8 +20,8 @@ func TestPoolLanesOrderBoundAndStop(t *testing.T) {
 	order := map[string][]uint64{}
 	inLane := map[string]int{}
 	release := make(chan struct{})
-	run := func(ctx context.Context, j *kv.Job) {
-		key := laneKey(j.App, j.User)
+	run := func(ctx context.Context, j jobRef) {
+		key := j.Lane
 		mu.Lock()
 		running++
 		inLane[key]++
@@ -31,7 +31,7 @@ func TestPoolLanesOrderBoundAndStop(t *testing.T) {
 		maxRunning = max(maxRunning, running)
 		order[key] = append(order[key], j.ID)
 		mu.Unlock()
-		if j.Text == "block" {
+		if j.ID == 100 {
 			<-release
 		}
 		time.Sleep(time.Millisecond)
@@ -63,7 +63,7 @@ func TestPoolLanesOrderBoundAndStop(t *testing.T) {
 		}
 	}
 	// Stop: the blocked job finishes, the one queued behind it never starts.
-	p.submit(ctx, &kv.Job{ID: 100, Question: kv.Question{App: "a", User: "x", Text: "block"}})
+	p.submit(ctx, &kv.Job{ID: 100, Question: kv.Question{App: "a", User: "x"}})
 	p.submit(ctx, &kv.Job{ID: 101, Question: kv.Question{App: "a", User: "x"}})
 	time.Sleep(20 * time.Millisecond)
 	p.stop()

@@ -120,6 +120,8 @@ func Simulate(ctx context.Context, cfg *Config, o SimulateOptions) error {
 		}
 	}()
 	var send func(line string) error
+	var watch *botWatch
+	pushed := 0 // bot messages pushed; each ends in one finished bubble
 	if bots != nil {
 		bc := sim.Bots[0]
 		say("wecom-bridge simulate: 智能机器人 %q, 用户 %q, 后端 %q（企业微信为模拟）。输入问题后回车；/new 新对话，/help 帮助，Ctrl-D 退出。\n", bc.Name, o.User, bc.Backend)
@@ -133,9 +135,11 @@ func Simulate(ctx context.Context, cfg *Config, o SimulateOptions) error {
 			if _, err := bots.PushText(bc.BotID, o.User, line); err != nil {
 				return fmt.Errorf("simulate: push: %w", err)
 			}
+			pushed++
 			return nil
 		}
-		go watchBot(ctx, bots, bc.Name, o.User, say)
+		watch = &botWatch{bots: bots, name: bc.Name, user: o.User, say: say, printed: map[string]bool{}}
+		go watch.run(ctx)
 	} else {
 		ac := sim.Apps[0]
 		fake.OnSend(func(m emulator.SentMessage) {
@@ -172,8 +176,25 @@ func Simulate(ctx context.Context, cfg *Config, o SimulateOptions) error {
 			return nil
 		case line, ok := <-lines:
 			if !ok {
+				if watch != nil {
+					// A pushed message reaches the store only once the
+					// daemon has read it: wait for its bubble first.
+					wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+					_ = bots.Wait(wctx, func() bool {
+						n := 0
+						for _, bb := range bots.Bubbles() {
+							if bb.Finishes > 0 {
+								n++
+							}
+						}
+						return n >= pushed
+					})
+					cancel()
+				}
 				err := waitIdle(ctx, store, 5*time.Minute)
-				time.Sleep(300 * time.Millisecond) // the last frames' acks
+				if watch != nil {
+					watch.scan()
+				}
 				return err
 			}
 			if strings.TrimSpace(line) == "" {
@@ -186,11 +207,36 @@ func Simulate(ctx context.Context, cfg *Config, o SimulateOptions) error {
 	}
 }
 
-// watchBot prints each finished bubble and each proactive message of the
+// botWatch prints each finished bubble and each proactive message of the
 // emulated bot server as the member sees them.
-func watchBot(ctx context.Context, bots *emulator.BotServer, name, user string, say func(string, ...any)) {
-	printed := map[string]bool{}
-	sent := 0
+type botWatch struct {
+	bots      *emulator.BotServer
+	name      string
+	user      string
+	say       func(string, ...any)
+	mu        sync.Mutex
+	printed   map[string]bool
+	sentCount int
+}
+
+// scan prints what is new.
+func (w *botWatch) scan() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, bb := range w.bots.Bubbles() {
+		if bb.Finishes > 0 && !w.printed[bb.StreamID] {
+			w.printed[bb.StreamID] = true
+			w.say("\n【%s → %s｜流式 %d 帧】%s\n", w.name, w.user, bb.Frames, indentReply(bb.Text))
+		}
+	}
+	msgs := w.bots.Sent(w.user)
+	for ; w.sentCount < len(msgs); w.sentCount++ {
+		w.say("\n【%s → %s｜主动消息】%s\n", w.name, w.user, indentReply(msgs[w.sentCount]))
+	}
+}
+
+// run scans until ctx ends.
+func (w *botWatch) run(ctx context.Context) {
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
 	for {
@@ -198,16 +244,7 @@ func watchBot(ctx context.Context, bots *emulator.BotServer, name, user string, 
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		}
-		for _, bb := range bots.Bubbles() {
-			if bb.Finishes > 0 && !printed[bb.StreamID] {
-				printed[bb.StreamID] = true
-				say("\n【%s → %s｜流式 %d 帧】%s\n", name, user, bb.Frames, indentReply(bb.Text))
-			}
-		}
-		msgs := bots.Sent(user)
-		for ; sent < len(msgs); sent++ {
-			say("\n【%s → %s｜主动消息】%s\n", name, user, indentReply(msgs[sent]))
+			w.scan()
 		}
 	}
 }
