@@ -168,8 +168,8 @@ func parseDifyParameters(body []byte) (*FileCaps, error) {
 	localOK := func(methods []string) bool { return len(methods) == 0 || slices.Contains(methods, "local_file") }
 	if fu.Enabled == nil {
 		// The older form: pictures only.
+		caps.Legacy = fu.Image != nil
 		if fu.Image != nil && bool(fu.Image.Enabled) {
-			caps.Legacy = true
 			if !localOK(fu.Image.TransferMethods) {
 				caps.Setting = difyFileSetting + "：上传方式勾选「本地上传」/ allow Local upload"
 				return caps, nil
