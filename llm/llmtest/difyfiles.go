@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime/multipart"
 	"net/http"
 	"path"
 	"slices"
@@ -156,47 +157,62 @@ func (d *Dify) serveUpload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, 256<<20)
-	if err := r.ParseMultipartForm(32 << 20); err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			difyError(w, 413, "file_too_large", "", "")
-			return
+	// Read the parts by hand: like werkzeug, a part with a filename
+	// parameter is a file even when the name is empty.
+	type filePart struct {
+		field, name, mime string
+		data              []byte
+	}
+	var (
+		files []filePart
+		user  string
+	)
+	mr, err := r.MultipartReader()
+	for err == nil {
+		var p *multipart.Part
+		p, err = mr.NextPart()
+		if err != nil {
+			break
 		}
-		// Flask sees no files in a body it cannot parse.
-		difyError(w, 400, "no_file_uploaded", "Please upload your file.", "")
+		data, rerr := io.ReadAll(p)
+		if rerr != nil {
+			err = rerr
+			break
+		}
+		if strings.Contains(p.Header.Get("Content-Disposition"), "filename=") {
+			files = append(files, filePart{field: p.FormName(), name: p.FileName(), mime: p.Header.Get("Content-Type"), data: data})
+		} else if p.FormName() == "user" {
+			user = string(data)
+		}
+	}
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		difyError(w, 413, "file_too_large", "", "")
 		return
 	}
-	defer r.MultipartForm.RemoveAll()
-	files := r.MultipartForm.File["file"]
-	count := 0
-	for _, fs := range r.MultipartForm.File {
-		count += len(fs)
+	var file *filePart
+	for i := range files {
+		if files[i].field == "file" {
+			file = &files[i]
+		}
 	}
 	switch {
-	case len(files) == 0:
+	case file == nil:
+		// Flask also sees no files in a body it cannot parse.
 		difyError(w, 400, "no_file_uploaded", "Please upload your file.", "")
 		return
-	case count > 1:
+	case len(files) > 1:
 		difyError(w, 400, "too_many_files", "Only one file is allowed.", "")
 		return
-	}
-	fh := files[0]
-	if fh.Filename == "" {
+	case file.name == "":
 		difyError(w, 400, "filename_not_exists_error", "The specified filename does not exist.", "")
 		return
 	}
-	user := r.FormValue("user")
 	if user == "" {
 		user = "DEFAULT-USER"
 	}
-	ext := strings.ToLower(strings.TrimPrefix(path.Ext(fh.Filename), "."))
-	f, err := fh.Open()
-	if err != nil {
-		difyError(w, 500, "internal_server_error", "llmtest: cannot read the upload", "")
-		return
-	}
-	data, _ := io.ReadAll(f)
-	_ = f.Close()
+	ext := strings.ToLower(strings.TrimPrefix(path.Ext(file.name), "."))
+	data := file.data
 
 	d.mu.Lock()
 	blocked := slices.Contains(d.blockedExts, ext)
@@ -210,7 +226,7 @@ func (d *Dify) serveUpload(w http.ResponseWriter, r *http.Request) {
 		difyError(w, 413, "file_too_large", "", "")
 		return
 	}
-	up := &Upload{ID: newUUID(), User: user, Name: fh.Filename, Extension: ext, MIME: fh.Header.Get("Content-Type"),
+	up := &Upload{ID: newUUID(), User: user, Name: file.name, Extension: ext, MIME: file.mime,
 		Size: len(data), Data: data, CreatedAt: time.Now().Unix()}
 	d.mu.Lock()
 	d.uploads[up.ID] = up
