@@ -127,7 +127,9 @@ func TestDifyQuestionFiles(t *testing.T) {
 	alice := up("alice", "a.png")
 	pdf := up("alice", "a.pdf")
 	bob := up("bob", "b.png")
-	ref := func(typ, id string) DifyFile { return DifyFile{Type: typ, TransferMethod: "local_file", UploadFileID: id} }
+	ref := func(typ, id string) DifyFile {
+		return DifyFile{Type: typ, TransferMethod: "local_file", UploadFileID: id}
+	}
 
 	// Upload off (a fresh app): Dify drops the files and answers anyway.
 	status, body := ask("alice", ref("image", alice))
