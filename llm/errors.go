@@ -170,6 +170,11 @@ func (e *APIError) classify(hadConversation bool) {
 		e.Hint = "上传请求不完整，这是桥接程序的缺陷，请报告 / malformed upload: a bridge bug, please report it"
 		return
 	case code == "invalid_param" && strings.HasPrefix(msg, "file validation failed"):
+		// The message ends with the file name, which is the user's and
+		// stays out of logs.
+		if i := strings.Index(e.Message, " for file:"); i >= 0 {
+			e.Message = e.Message[:i]
+		}
 		e.kind = ErrFileNotAccepted
 		e.Hint = difyFileSetting + "：允许该文件类型并勾选「本地上传」/ allow this file type and Local upload"
 		return

@@ -154,6 +154,9 @@ func TestDifyServerSideFileChecks(t *testing.T) {
 	}
 	mustContain(t, apiErr.Hint, "文件上传")
 	mustContain(t, apiErr.Message, "File validation failed")
+	if strings.Contains(err.Error(), "a.png") {
+		t.Errorf("error names the file: %v", err)
+	}
 	if n := len(f.Requests()); n != 1 {
 		t.Errorf("a 400 was retried: %d questions", n)
 	}

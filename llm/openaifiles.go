@@ -70,6 +70,10 @@ func (o *openAI) userMessage(req Request) (openai.ChatCompletionMessage, error) 
 			images = append(images, openai.ChatMessagePart{Type: openai.ChatMessagePartTypeImageURL,
 				ImageURL: &openai.ChatMessageImageURL{URL: "data:" + mt + ";base64," + base64.StdEncoding.EncodeToString(f.Data)}})
 		default: // a text-like document; Check refused everything else
+			if !mostlyUTF8(f.Data) {
+				return msg, &FileError{Backend: TypeOpenAI, Name: f.Name, Kind: FileDocument, Size: int64(len(f.Data)),
+					kind: ErrUnsupportedFile, Reason: "文件不是 UTF-8 编码（可能是 GBK），请另存为 UTF-8 后再发 / the file is not UTF-8 text (GBK?); save it as UTF-8 and resend"}
+			}
 			budget = inlineText(&text, f, budget)
 		}
 	}
@@ -119,6 +123,20 @@ func inlineText(b *strings.Builder, f File, budget int) int {
 	}
 	fmt.Fprintf(b, "[附件结束 / end of %s]\n\n", name)
 	return budget - len(content)
+}
+
+// mostlyUTF8 reports UTF-8 text with at most one invalid sequence per
+// hundred bytes (a log with a stray byte passes; GBK does not).
+func mostlyUTF8(b []byte) bool {
+	total, bad := len(b), 0
+	for len(b) > 0 {
+		r, n := utf8.DecodeRune(b)
+		if r == utf8.RuneError && n == 1 {
+			bad++
+		}
+		b = b[n:]
+	}
+	return bad*100 <= total
 }
 
 // sniff returns the content type detected from the bytes.

@@ -185,6 +185,20 @@ func TestOpenAITextFilesInlined(t *testing.T) {
 		t.Errorf("%d requests", n)
 	}
 
+	// GBK text is refused rather than sent as mojibake; a stray bad byte
+	// in a long log is not.
+	gbk := []byte{0xD5, 0xC5, 0xC8, 0xFD, ',', 0xCF, 0xFA, 0xCA, 0xDB, '\n'} // 张三,销售
+	_, err = b.Stream(ctxT(t), llm.Request{User: "u", Query: "q", Files: []llm.File{{Name: "名单.csv", Data: gbk}}}, (&collector{}).emit)
+	fe := wantFileError(t, err, llm.ErrUnsupportedFile)
+	mustContain(t, fe.Reason, "UTF-8")
+	stray := append([]byte(strings.Repeat("ok line\n", 20)), 0xFF)
+	if _, err := b.Stream(ctxT(t), llm.Request{User: "u", Query: "q", Files: []llm.File{{Name: "a.log", Data: stray}}}, (&collector{}).emit); err != nil {
+		t.Errorf("stray byte: %v", err)
+	}
+	if n := len(f.Requests()); n != 3 {
+		t.Errorf("%d requests", n)
+	}
+
 	// Negative max_file_text_bytes: no inlining, text files refused.
 	cfg.MaxFileText = -1
 	b, _ = newBackend(t, cfg)
