@@ -145,9 +145,10 @@ type difyParameters struct {
 // Current Dify has file_upload.enabled with allowed_file_types (image,
 // document, audio, video, custom), allowed_file_extensions (for custom),
 // allowed_file_upload_methods and number_limits; an empty type list means
-// every type. Apps from before file types existed have only
-// file_upload.image {enabled, number_limits, transfer_methods}; then only
-// pictures can be sent. Sizes in system_parameters are megabytes.
+// every type. Apps whose setting predates file types have only
+// file_upload.image {enabled, number_limits, transfer_methods}, which
+// current Dify ignores (Legacy, not Enabled). Sizes in system_parameters
+// are megabytes.
 func parseDifyParameters(body []byte) (*FileCaps, error) {
 	var p difyParameters
 	if err := json.Unmarshal(body, &p); err != nil {
@@ -167,16 +168,13 @@ func parseDifyParameters(body []byte) (*FileCaps, error) {
 	}
 	localOK := func(methods []string) bool { return len(methods) == 0 || slices.Contains(methods, "local_file") }
 	if fu.Enabled == nil {
-		// The older form: pictures only.
+		// The older form, from before file types. Dify up to 0.9 took
+		// pictures with it; current Dify reads only file_upload.enabled
+		// (FileUploadConfigManager.convert) and drops the files without a
+		// word, so the app counts as not accepting any, with the fix named.
 		caps.Legacy = fu.Image != nil
 		if fu.Image != nil && bool(fu.Image.Enabled) {
-			if !localOK(fu.Image.TransferMethods) {
-				caps.Setting = difyFileSetting + "：上传方式勾选「本地上传」/ allow Local upload"
-				return caps, nil
-			}
-			caps.Enabled = true
-			caps.Kinds = []FileKind{FileImage}
-			caps.MaxFiles = int(fu.Image.NumberLimits)
+			caps.Setting = difyFileSetting + "：这是旧版设置，当前 Dify 会忽略它，请重新打开文件上传并发布 / a legacy setting current Dify ignores: turn File upload on again and publish"
 		}
 		return caps, nil
 	}

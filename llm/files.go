@@ -73,7 +73,9 @@ type FileCaps struct {
 	// max_image_bytes).
 	MaxBytes map[FileKind]int64
 	// Legacy reports that Dify sent only the older file_upload.image form
-	// (before file types existed): only pictures can be accepted.
+	// (from before file types). Current Dify ignores it and drops files
+	// silently, so Enabled is false; if its image.enabled was on, Setting
+	// tells the operator to turn File upload on again.
 	Legacy bool
 	// Setting says, Chinese first, where the operator turns attachments
 	// on, e.g. "Dify 应用编排 → 功能 → 文件上传 / Features → File upload".

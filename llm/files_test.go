@@ -248,7 +248,7 @@ func TestDifyCapabilities(t *testing.T) {
 		legacy  bool
 	}{
 		{"fresh app", llmtest.FileUpload{Legacy: true}, false, "", "", 0, true},
-		{"legacy pictures", llmtest.FileUpload{Legacy: true, Enabled: true, NumberLimits: 4}, true, "image", "", 4, true},
+		{"legacy pictures", llmtest.FileUpload{Legacy: true, Enabled: true, NumberLimits: 4}, false, "", "", 0, true},
 		{"legacy remote only", llmtest.FileUpload{Legacy: true, Enabled: true, Methods: []string{"remote_url"}}, false, "", "", 0, true},
 		{"all types", llmtest.FileUpload{Enabled: true}, true, "image,document,audio,video", "", 3, false},
 		{"some types", llmtest.FileUpload{Enabled: true, Types: []string{"document", "image"}, NumberLimits: 5}, true, "image,document", "", 5, false},
@@ -269,8 +269,11 @@ func TestDifyCapabilities(t *testing.T) {
 				t.Errorf("sizes %v", c.MaxBytes)
 			}
 			mustContain(t, c.Setting, "文件上传")
-			if strings.HasPrefix(tt.name, "remote") || strings.HasSuffix(tt.name, "remote only") {
+			if tt.name == "remote only" {
 				mustContain(t, c.Setting, "本地上传")
+			}
+			if tt.name == "legacy pictures" {
+				mustContain(t, c.Setting, "旧版设置")
 			}
 		})
 	}

@@ -32,7 +32,8 @@ type FileUpload struct {
 	NumberLimits int
 	// Legacy renders only the older form {"image": {"enabled": ...}} that
 	// apps from before file types had, and that a fresh app reports
-	// before its file upload was ever touched. Only pictures pass then.
+	// before its file upload was ever touched. Current Dify reads only the
+	// top-level enabled, so with Legacy files are always dropped.
 	Legacy bool
 }
 
@@ -305,10 +306,7 @@ func (d *Dify) checkFiles(user string, raw json.RawMessage) (files []DifyFile, a
 	uploads := d.uploads
 	d.mu.Unlock()
 	types, methods := fu.Types, fu.Methods
-	if fu.Legacy {
-		types = []string{"image"}
-	}
-	if !fu.Enabled {
+	if !fu.Enabled || fu.Legacy {
 		return files, nil, len(files) > 0, ""
 	}
 	limit := fu.NumberLimits
