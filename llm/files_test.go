@@ -333,3 +333,24 @@ func TestDetectKind(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkDifyPictureQuestion reports what a picture adds to a Dify
+// question on loopback: the /parameters read (cached after the first),
+// the multipart upload of a 1 MB picture and the question itself.
+func BenchmarkDifyPictureQuestion(b *testing.B) {
+	f := llmtest.NewDify()
+	defer f.Close()
+	f.SetFileUpload(llmtest.FileUpload{Enabled: true, Types: []string{"image"}})
+	be, err := llm.New(difyConfig(f), nil, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	pic := llm.File{Name: "photo.png", Data: pngBytes(1 << 20)}
+	ctx := b.Context()
+	b.SetBytes(int64(len(pic.Data)))
+	for b.Loop() {
+		if _, err := be.Stream(ctx, llm.Request{User: "u", Query: "q", Files: []llm.File{pic}}, func(llm.Delta) error { return nil }); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
