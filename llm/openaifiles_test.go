@@ -291,6 +291,34 @@ func TestTranscribe(t *testing.T) {
 	}
 }
 
+func TestTranscriberCheck(t *testing.T) {
+	f := llmtest.NewOpenAI(llmtest.WithModels("gpt-4o-mini", "whisper-1"))
+	defer f.Close()
+	tr, _ := llm.NewTranscriber(transcriberConfig(f), nil, nil)
+	if info, err := tr.Check(ctxT(t)); err != nil || info.Model != "whisper-1" || info.Mode != "transcription" {
+		t.Fatalf("Check = %+v, %v", info, err)
+	}
+	f.SetModels("gpt-4o-mini")
+	_, err := tr.Check(ctxT(t))
+	var apiErr *llm.APIError
+	if !errors.Is(err, llm.ErrModelNotFound) || !errors.As(err, &apiErr) || apiErr.Hint != "check transcription_model" {
+		t.Errorf("missing model: %v", err)
+	}
+	f.SetAPIKey("sk-other")
+	if _, err := tr.Check(ctxT(t)); !errors.Is(err, llm.ErrUnauthorized) {
+		t.Errorf("bad key: %v", err)
+	}
+	// A speech server without GET /models passes unverified.
+	d := llmtest.NewDify() // answers 404 for /models
+	defer d.Close()
+	cfg := transcriberConfig(f)
+	cfg.BaseURL = d.URL()
+	tr, _ = llm.NewTranscriber(cfg, nil, nil)
+	if _, err := tr.Check(ctxT(t)); err != nil {
+		t.Errorf("no model list: %v", err)
+	}
+}
+
 func TestTranscriberConfig(t *testing.T) {
 	speech := llm.Config{Type: llm.TypeOpenAI, BaseURL: "http://127.0.0.1:9/v1", TranscriptionModel: "sensevoice"}
 	if p := speech.Problems(); len(p) != 0 {

@@ -119,3 +119,42 @@ func (t *Transcriber) transcribe(ctx context.Context, audio File) (string, error
 	t.log.Debug("audio transcribed", "bytes", len(audio.Data), "chars", len([]rune(text)))
 	return text, nil
 }
+
+var _ Checker = (*Transcriber)(nil)
+
+// Check implements Checker for the daemon's check command: it lists the
+// server's models (GET /models) and confirms transcription_model is among
+// them. Speech servers without a model list (404) pass unverified; Info.Mode
+// is "transcription".
+func (t *Transcriber) Check(ctx context.Context) (*Info, error) {
+	info, err := t.check(ctx)
+	return info, scrub(err, t.cfg.APIKey)
+}
+
+func (t *Transcriber) check(ctx context.Context) (*Info, error) {
+	ctx, cancel := context.WithTimeoutCause(ctx, t.cfg.IdleTimeout, &timeoutError{sentinel: ErrTimeout, after: t.cfg.IdleTimeout})
+	defer cancel()
+	info := &Info{Name: t.cfg.BaseURL, Mode: "transcription", Model: t.cfg.TranscriptionModel}
+	list, err := t.client.ListModels(ctx)
+	if err != nil {
+		var apiErr *APIError
+		if errors.As(err, &apiErr) {
+			if errors.Is(apiErr, ErrEndpointNotFound) {
+				return info, nil
+			}
+			return info, apiErr
+		}
+		if ctx.Err() != nil || isTransport(err) {
+			return info, attemptError(TypeOpenAI, ctx, err)
+		}
+		return info, fmt.Errorf("llm: openai: list models: %w (check base_url)", err)
+	}
+	for _, m := range list.Models {
+		if m.ID == t.cfg.TranscriptionModel {
+			return info, nil
+		}
+	}
+	return info, &APIError{Backend: TypeOpenAI, Code: "model_not_found",
+		Message: fmt.Sprintf("model %q is not among the %d models the server lists", t.cfg.TranscriptionModel, len(list.Models)),
+		Hint:    "check transcription_model", kind: ErrModelNotFound}
+}
