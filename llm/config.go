@@ -39,6 +39,10 @@ const (
 	DefaultTimeout       = 5 * time.Minute        // longest whole request, retries included
 	DefaultMaxRetries    = 3                      // retries before the first delta
 	DefaultRetryBase     = 500 * time.Millisecond // first backoff step; doubles per retry
+	DefaultMaxImageBytes = 4 << 20                // largest picture sent to an OpenAI-compatible backend (bytes, before base64)
+	DefaultMaxFileText   = 32 << 10               // bytes of plain-text attachments inlined into an OpenAI-compatible prompt
+	DefaultMaxAudioBytes = 25 << 20               // largest audio file sent for transcription (OpenAI's own limit)
+	maxImageBytesCap     = 20 << 20               // OpenAI refuses pictures above 20 MB
 	maxRetryDelay        = 30 * time.Second       // cap on a single computed backoff step
 	stopTimeout          = 5 * time.Second        // budget for the Dify stop call after a cancel
 )
@@ -84,6 +88,32 @@ type Config struct {
 	// negative sends none). Oldest turns are dropped first.
 	HistoryChars int `toml:"history_chars"`
 
+	// Vision lets pictures be sent to the model as image_url content parts
+	// (data: URIs). Only for models that accept image input; without it a
+	// picture fails with ErrNoVision. OpenAI-compatible backends only.
+	Vision bool `toml:"vision"`
+	// MaxImageBytes is the largest picture sent with vision, in bytes
+	// before base64 (default 4 MiB, at most 20 MiB). Bigger pictures fail
+	// with ErrFileTooLarge.
+	MaxImageBytes int64 `toml:"max_image_bytes"`
+	// MaxFileText caps the bytes of plain-text attachments (txt, md, csv,
+	// json) inlined into the question (default 32 KiB; negative inlines
+	// none, so text files are refused). Longer text is cut, and the prompt
+	// says so.
+	MaxFileText int `toml:"max_file_text_bytes"`
+	// TranscriptionModel is the speech-to-text model for
+	// POST {base_url}/audio/transcriptions, e.g. "whisper-1" or a local
+	// whisper / SenseVoice server's model name. Setting it makes the
+	// backend usable by NewTranscriber; model may then be left empty for
+	// a speech-only backend.
+	TranscriptionModel string `toml:"transcription_model"`
+	// TranscriptionLanguage is the ISO-639-1 language hint sent with
+	// audio, e.g. "zh"; "" lets the server detect it.
+	TranscriptionLanguage string `toml:"transcription_language"`
+	// MaxAudioBytes is the largest audio file sent for transcription
+	// (default 25 MiB).
+	MaxAudioBytes int64 `toml:"max_audio_bytes"`
+
 	// IdleTimeout is the longest silence allowed while waiting for the
 	// response or between stream bytes (default 60s). Keep-alive pings
 	// count as activity.
@@ -111,6 +141,8 @@ func (c Config) LogValue() slog.Value {
 		slog.String("api_key", key),
 		slog.String("dify_mode", c.DifyMode),
 		slog.String("model", c.Model),
+		slog.Bool("vision", c.Vision),
+		slog.String("transcription_model", c.TranscriptionModel),
 	)
 }
 
@@ -185,10 +217,40 @@ func (c Config) Problems() []FieldError {
 				bad(k.key, "dify 后端不使用此项，请在 Dify 应用里设置 / is not used by dify backends (set it in the Dify app)")
 			}
 		}
+		for _, k := range []struct {
+			key string
+			set bool
+		}{
+			{"vision", c.Vision}, {"max_image_bytes", c.MaxImageBytes != 0}, {"max_file_text_bytes", c.MaxFileText != 0},
+			{"transcription_model", c.TranscriptionModel != ""}, {"transcription_language", c.TranscriptionLanguage != ""},
+			{"max_audio_bytes", c.MaxAudioBytes != 0},
+		} {
+			if k.set {
+				bad(k.key, "dify 后端不使用此项：附件类型在 Dify 应用编排 → 功能 → 文件上传里设置 / is not used by dify backends (attachments are set in the app's Features → File upload)")
+			}
+		}
 	}
 	if c.Type == TypeOpenAI {
-		if c.Model == "" {
-			bad("model", "openai 后端必须填写模型名 / is required for openai backends")
+		if c.Model == "" && c.TranscriptionModel == "" {
+			bad("model", "openai 后端必须填写模型名（只做语音转写时填写 transcription_model）/ is required for openai backends (or transcription_model for a speech-only backend)")
+		}
+		if c.MaxImageBytes < 0 || c.MaxImageBytes > maxImageBytesCap {
+			bad("max_image_bytes", "必须在 0 到 %d（20 MB）之间 / must be between 0 and %d (20 MB)", maxImageBytesCap, maxImageBytesCap)
+		} else if c.MaxImageBytes != 0 && !c.Vision {
+			bad("max_image_bytes", "只在 vision = true 时使用 / is only used with vision = true")
+		}
+		if c.MaxAudioBytes < 0 {
+			bad("max_audio_bytes", "不能为负数 / must not be negative")
+		} else if c.MaxAudioBytes != 0 && c.TranscriptionModel == "" {
+			bad("max_audio_bytes", "只在设置了 transcription_model 时使用 / is only used with transcription_model")
+		}
+		if c.TranscriptionLanguage != "" && c.TranscriptionModel == "" {
+			bad("transcription_language", "只在设置了 transcription_model 时使用 / is only used with transcription_model")
+		} else if c.TranscriptionLanguage != "" && !isLangCode(c.TranscriptionLanguage) {
+			bad("transcription_language", `必须是 ISO-639-1 语言代码，例如 "zh" / must be an ISO-639-1 code such as "zh", not %q`, c.TranscriptionLanguage)
+		}
+		if strings.TrimSpace(c.TranscriptionModel) != c.TranscriptionModel {
+			bad("transcription_model", "首尾有空格 / has leading or trailing spaces")
 		}
 		if c.Temperature != nil && (*c.Temperature < 0 || *c.Temperature > 2) {
 			bad("temperature", "必须在 0 到 2 之间 / must be between 0 and 2")
@@ -235,6 +297,19 @@ func (c Config) Validate(prefix string) error {
 		errs = append(errs, p)
 	}
 	return errors.Join(errs...)
+}
+
+// isLangCode reports a two- or three-letter lower-case language code.
+func isLangCode(s string) bool {
+	if len(s) < 2 || len(s) > 3 {
+		return false
+	}
+	for _, r := range s {
+		if r < 'a' || r > 'z' {
+			return false
+		}
+	}
+	return true
 }
 
 // normDifyMode maps the accepted spellings of dify_mode to one of the
@@ -290,12 +365,22 @@ func (c Config) withDefaults() Config {
 	if c.RetryBase == 0 {
 		c.RetryBase = DefaultRetryBase
 	}
+	if c.MaxImageBytes == 0 {
+		c.MaxImageBytes = DefaultMaxImageBytes
+	}
+	if c.MaxFileText == 0 {
+		c.MaxFileText = DefaultMaxFileText
+	}
+	if c.MaxAudioBytes == 0 {
+		c.MaxAudioBytes = DefaultMaxAudioBytes
+	}
 	return c
 }
 
 // New builds the backend described by cfg. hc is the HTTP client to use;
 // nil means a new client with no overall timeout (timeouts come from cfg).
-// log may be nil. The returned Backend also implements Checker.
+// log may be nil. The returned Backend also implements Checker and
+// FileSupport.
 func New(cfg Config, hc *http.Client, log *slog.Logger) (Backend, error) {
 	if err := cfg.Validate(""); err != nil {
 		return nil, fmt.Errorf("llm: invalid config: %w", err)
@@ -315,6 +400,9 @@ func New(cfg Config, hc *http.Client, log *slog.Logger) (Backend, error) {
 	case TypeDify:
 		return newDify(cfg, hc, log.With("component", "llm", "backend", TypeDify)), nil
 	default:
+		if cfg.Model == "" {
+			return nil, errors.New("llm: invalid config: model: 这是只做语音转写的后端（只有 transcription_model），不能回答问题 / this backend only has transcription_model and cannot answer questions")
+		}
 		return newOpenAI(cfg, hc, log.With("component", "llm", "backend", TypeOpenAI))
 	}
 }

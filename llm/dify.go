@@ -12,6 +12,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 )
 
 // dify talks to the Dify service API over net/http.
@@ -19,6 +21,10 @@ type dify struct {
 	cfg Config
 	hc  *http.Client
 	log *slog.Logger
+
+	capsMu sync.Mutex
+	caps   *FileCaps // last GET /parameters answer
+	capsAt time.Time
 }
 
 var (
@@ -55,7 +61,11 @@ func (d *dify) Stream(ctx context.Context, req Request, emit func(Delta) error) 
 	if err := checkRequest(req); err != nil {
 		return nil, err
 	}
-	body, err := d.requestBody(req)
+	files, err := d.attach(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	body, err := d.requestBody(req, files)
 	if err != nil {
 		return nil, err
 	}
@@ -86,7 +96,7 @@ func (d *dify) stopPath(taskID string) string {
 	return "/chat-messages/" + id + "/stop"
 }
 
-func (d *dify) requestBody(req Request) ([]byte, error) {
+func (d *dify) requestBody(req Request, files []difyFileRef) ([]byte, error) {
 	inputs := make(map[string]any, len(req.Inputs)+1)
 	for k, v := range req.Inputs {
 		inputs[k] = v
@@ -95,6 +105,9 @@ func (d *dify) requestBody(req Request) ([]byte, error) {
 		"inputs":        inputs,
 		"response_mode": "streaming",
 		"user":          endUser(req),
+	}
+	if len(files) > 0 {
+		body["files"] = files
 	}
 	switch d.cfg.DifyMode {
 	case DifyModeChat:

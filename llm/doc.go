@@ -34,6 +34,31 @@
 // number of turns and characters, oldest first, and sent after the system
 // prompt.
 //
+// # Attachments
+//
+// Request.Files carries pictures, documents and audio, read by the caller
+// from its own storage. Backends implement FileSupport, whose Capabilities
+// says which kinds they take, with the operator setting that turns more
+// on; FileCaps.Check refuses a file in advance with a *FileError (Reason
+// for the user, Hint for the operator, never the name in its text).
+//
+//   - Dify: each file is uploaded with POST /files/upload (multipart file
+//     and user, the same user as the question, since Dify lets only that
+//     user reference it) and passed in "files" as {type, transfer_method:
+//     "local_file", upload_file_id}. Stream first checks the app's
+//     GET /parameters file_upload (re-read at most once a minute): Dify
+//     itself drops files without a word when file upload is off.
+//   - OpenAI-compatible: with vision = true pictures (PNG, JPEG, GIF,
+//     WEBP, by their bytes) go as image_url content parts with data:
+//     URIs, up to max_image_bytes; without vision they fail with
+//     ErrNoVision. Plain-text files (txt, md, csv, json, log) are inlined
+//     before the question up to max_file_text_bytes, with a note when cut;
+//     other documents, audio and video fail with ErrUnsupportedFile.
+//     History turns stay text.
+//   - Speech: Transcriber (NewTranscriber, for an "openai" backend with
+//     transcription_model) posts audio to {base_url}/audio/transcriptions.
+//     WeCom's AMR must be converted first (ffmpeg), as OpenAI refuses it.
+//
 // # Errors
 //
 // Remote failures are *APIError values with a Hint naming the setting to
@@ -72,4 +97,14 @@
 //     successful empty Result; what to tell the user is the caller's choice.
 //   - Usage is requested with stream_options.include_usage; a few old
 //     OpenAI-compatible servers reject that field.
+//   - Dify's upload size limits come from its environment (UPLOAD_*_FILE_
+//     SIZE_LIMIT) and are reported only in whole megabytes; a smaller
+//     limit shows up as a 413 from the upload (ErrFileTooLarge).
+//   - Attachments are uploaded once per Stream call: retries of the
+//     question inside the call reuse the upload ids, but a Stream call
+//     repeated by the caller uploads them again.
+//   - Plain-text attachments must be UTF-8: GBK files (common from Excel
+//     on Chinese Windows) are refused with a request to save as UTF-8.
+//   - Transcription has no idle timeout (a speech server answers only
+//     when it has heard the whole file); timeout bounds it.
 package llm

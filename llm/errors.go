@@ -158,6 +158,33 @@ func (e *APIError) classify(hadConversation bool) {
 		e.kind = ErrWrongAppMode
 		e.Hint = "check dify_mode"
 		return
+	case code == "file_too_large":
+		e.kind = ErrFileTooLarge
+		e.Hint = "文件超过 Dify 的上传大小限制（Dify 的 UPLOAD_FILE_SIZE_LIMIT、UPLOAD_IMAGE_FILE_SIZE_LIMIT 等环境变量）/ exceeds Dify's upload size limit (its UPLOAD_*_FILE_SIZE_LIMIT settings)"
+		return
+	case code == "unsupported_file_type":
+		e.kind = ErrUnsupportedFile
+		e.Hint = "Dify 不允许上传此类文件（Dify 的 UPLOAD_FILE_EXTENSION_BLACKLIST）/ Dify refuses this file type (its UPLOAD_FILE_EXTENSION_BLACKLIST)"
+		return
+	case code == "no_file_uploaded" || code == "too_many_files" || code == "filename_not_exists_error":
+		e.Hint = "上传请求不完整，这是桥接程序的缺陷，请报告 / malformed upload: a bridge bug, please report it"
+		return
+	case code == "invalid_param" && strings.HasPrefix(msg, "file validation failed"):
+		// The message ends with the file name, which is the user's and
+		// stays out of logs.
+		if i := strings.Index(e.Message, " for file:"); i >= 0 {
+			e.Message = e.Message[:i]
+		}
+		e.kind = ErrFileNotAccepted
+		e.Hint = difyFileSetting + "：允许该文件类型并勾选「本地上传」/ allow this file type and Local upload"
+		return
+	case code == "invalid_param" && strings.HasPrefix(msg, "number of") && strings.Contains(msg, "files exceeds"):
+		e.kind = ErrTooManyFiles
+		e.Hint = difyFileSetting + "：调大「最大上传数」/ raise the upload limit"
+		return
+	case code == "invalid_param" && strings.HasPrefix(msg, "invalid upload file"):
+		e.Hint = "附件必须由提问的同一用户上传 / attachments must be uploaded by the asking user"
+		return
 	}
 	switch {
 	case e.Status == 401:
@@ -166,6 +193,10 @@ func (e *APIError) classify(hadConversation bool) {
 	case e.Status == 403 || code == "app_unavailable":
 		e.kind = ErrAppUnavailable
 		e.Hint = "check that the app exists, is enabled and its API is on, and that api_key belongs to it"
+	case e.Status == 413:
+		// No Dify code: a proxy in front refused the body.
+		e.kind = ErrFileTooLarge
+		e.Hint = "Dify 前面的 nginx 限制了请求大小（client_max_body_size，Dify 的 NGINX_CLIENT_MAX_BODY_SIZE）/ the proxy in front of Dify limits the body size (client_max_body_size)"
 	case e.Status == 404:
 		e.kind = ErrEndpointNotFound
 		e.Hint = "check base_url (it usually ends in /v1)"

@@ -63,6 +63,14 @@ type Request struct {
 	History []Turn
 	// Inputs are Dify app variables. They are always sent, as {} when nil.
 	Inputs map[string]any
+	// Files are the question's attachments (pictures, documents, audio),
+	// in order. Dify uploads each with POST /files/upload under the same
+	// user and references them in the question; OpenAI-compatible
+	// backends send pictures as image_url parts (vision = true) and inline
+	// plain-text files into the question. History turns stay text only.
+	// A file the backend cannot take fails the call with a *FileError
+	// before anything is sent; see FileSupport to check in advance.
+	Files []File
 }
 
 // Usage counts tokens as reported by the service. Fields are zero when the

@@ -66,8 +66,13 @@ func newOpenAI(cfg Config, hc *http.Client, log *slog.Logger) (*openAI, error) {
 	return &openAI{cfg: cfg, client: openai.NewClientWithConfig(oc), log: log, base: base}, nil
 }
 
-// messages builds the chat: system prompt, trimmed history, question.
-func (o *openAI) messages(req Request) []openai.ChatCompletionMessage {
+// messages builds the chat: system prompt, trimmed history (text only),
+// question with its attachments.
+func (o *openAI) messages(req Request) ([]openai.ChatCompletionMessage, error) {
+	user, err := o.userMessage(req)
+	if err != nil {
+		return nil, err
+	}
 	hist := trimHistory(req.History, o.cfg.HistoryTurns, o.cfg.HistoryChars)
 	msgs := make([]openai.ChatCompletionMessage, 0, 2+2*len(hist))
 	if o.cfg.SystemPrompt != "" {
@@ -78,7 +83,7 @@ func (o *openAI) messages(req Request) []openai.ChatCompletionMessage {
 			openai.ChatCompletionMessage{Role: openai.ChatMessageRoleUser, Content: t.Question},
 			openai.ChatCompletionMessage{Role: openai.ChatMessageRoleAssistant, Content: t.Answer})
 	}
-	return append(msgs, openai.ChatCompletionMessage{Role: openai.ChatMessageRoleUser, Content: req.Query})
+	return append(msgs, user), nil
 }
 
 // trimHistory keeps the newest turns that fit both budgets, in their
@@ -118,7 +123,11 @@ func (o *openAI) Stream(ctx context.Context, req Request, emit func(Delta) error
 		return nil, err
 	}
 	creq := o.base
-	creq.Messages = o.messages(req)
+	msgs, err := o.messages(req)
+	if err != nil {
+		return nil, err
+	}
+	creq.Messages = msgs
 	res, err := retryLoop(ctx, o.cfg, o.log, func(ctx context.Context) (*Result, bool, error) {
 		return o.once(ctx, creq, emit)
 	})

@@ -24,12 +24,36 @@ type Backend struct {
 	convs    map[string]string
 	info     llm.Info
 	checkErr error
+	caps     *llm.FileCaps
+	capsErr  error
 }
 
 var (
-	_ llm.Backend = (*Backend)(nil)
-	_ llm.Checker = (*Backend)(nil)
+	_ llm.Backend     = (*Backend)(nil)
+	_ llm.Checker     = (*Backend)(nil)
+	_ llm.FileSupport = (*Backend)(nil)
 )
+
+// SetCapabilities sets what Capabilities returns. With caps set, Stream
+// refuses Request.Files that caps.Check refuses, as the real backends do;
+// with nil caps (the default) every file is accepted.
+func (b *Backend) SetCapabilities(caps *llm.FileCaps, err error) {
+	b.mu.Lock()
+	b.caps, b.capsErr = caps, err
+	b.mu.Unlock()
+}
+
+// Capabilities implements llm.FileSupport.
+func (b *Backend) Capabilities(ctx context.Context) (*llm.FileCaps, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.caps == nil {
+		return &llm.FileCaps{Backend: "llmtest", Enabled: true,
+			Kinds: []llm.FileKind{llm.FileImage, llm.FileDocument, llm.FileAudio, llm.FileVideo}}, b.capsErr
+	}
+	c := *b.caps
+	return &c, b.capsErr
+}
 
 // NewBackend returns an empty in-process fake backend.
 func NewBackend() *Backend {
@@ -77,7 +101,11 @@ func (b *Backend) Stream(ctx context.Context, req llm.Request, emit func(llm.Del
 	b.mu.Lock()
 	b.requests = append(b.requests, req)
 	owner, known := b.convs[req.ConversationID]
+	caps := b.caps
 	b.mu.Unlock()
+	if err := caps.Check(req.Files...); err != nil {
+		return nil, err
+	}
 	if req.ConversationID != "" && (!known || owner != user) {
 		return nil, fmt.Errorf("llmtest: %w", llm.ErrConversationNotFound)
 	}

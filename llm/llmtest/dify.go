@@ -21,6 +21,13 @@ type DifyRequest struct {
 	// present at all.
 	Inputs    map[string]any
 	HasInputs bool
+	// Files is the question's "files" as received.
+	Files []DifyFile
+	// Attached are the uploads that reached the app after Dify's checks;
+	// FilesDropped reports that Dify dropped the files without a word
+	// because the app's file upload is off, as Dify does.
+	Attached     []Upload
+	FilesDropped bool
 	// Body is the raw request body.
 	Body []byte
 }
@@ -45,6 +52,14 @@ type Dify struct {
 	stops    []StopCall
 	convs    map[string]string    // conversation id → owning user
 	tasks    map[string]*difyTask // running task id → task
+
+	fileUpload   FileUpload
+	paramsBody   string
+	uploads      map[string]*Upload // upload id → file
+	uploadOrder  []string
+	uploadLimits map[string]int64 // kind → bytes
+	blockedExts  []string
+	endUsers     map[string]string // API user → EndUser uuid
 }
 
 type difyTask struct {
@@ -59,7 +74,10 @@ func NewDify(opts ...Option) *Dify {
 	if o.apiKey == "" {
 		o.apiKey = "app-llmtest"
 	}
-	d := &Dify{o: o, done: make(chan struct{}), convs: map[string]string{}, tasks: map[string]*difyTask{}}
+	d := &Dify{o: o, done: make(chan struct{}), convs: map[string]string{}, tasks: map[string]*difyTask{},
+		fileUpload: FileUpload{Legacy: true}, uploads: map[string]*Upload{}, endUsers: map[string]string{},
+		uploadLimits: map[string]int64{"image": difyImageLimitMB << 20, "audio": difyAudioLimitMB << 20,
+			"video": difyVideoLimitMB << 20, "document": difyFileLimitMB << 20}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/chat-messages", d.serveAsk)
 	mux.HandleFunc("POST /v1/completion-messages", d.serveAsk)
@@ -69,6 +87,7 @@ func NewDify(opts ...Option) *Dify {
 	mux.HandleFunc("POST /v1/workflows/tasks/{task_id}/stop", d.serveStop)
 	mux.HandleFunc("GET /v1/info", d.serveInfo)
 	mux.HandleFunc("GET /v1/parameters", d.serveParameters)
+	mux.HandleFunc("POST /v1/files/upload", d.serveUpload)
 	mux.HandleFunc("DELETE /v1/conversations/{id}", d.serveDelete)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		difyError(w, http.StatusNotFound, "not_found",
@@ -228,6 +247,7 @@ func (d *Dify) serveAsk(w http.ResponseWriter, r *http.Request) {
 		User           string          `json:"user"`
 		ConversationID string          `json:"conversation_id"`
 		ResponseMode   string          `json:"response_mode"`
+		Files          json.RawMessage `json:"files"`
 	}
 	decErr := json.Unmarshal(body, &in)
 	rec := DifyRequest{Path: r.URL.Path, User: in.User, ConversationID: in.ConversationID,
@@ -238,8 +258,10 @@ func (d *Dify) serveAsk(w http.ResponseWriter, r *http.Request) {
 	if in.Query != nil {
 		rec.Query = *in.Query
 	}
+	_ = json.Unmarshal(in.Files, &rec.Files)
 	d.mu.Lock()
 	d.requests = append(d.requests, rec)
+	idx := len(d.requests) - 1
 	d.mu.Unlock()
 
 	if !d.authorized(w, r) {
@@ -297,6 +319,15 @@ func (d *Dify) serveAsk(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		}
+	}
+
+	_, attached, dropped, fileMsg := d.checkFiles(in.User, in.Files)
+	d.mu.Lock()
+	d.requests[idx].Attached, d.requests[idx].FilesDropped = attached, dropped
+	d.mu.Unlock()
+	if fileMsg != "" {
+		difyError(w, 400, "invalid_param", fileMsg, "")
+		return
 	}
 
 	sc := d.q.pop()
@@ -589,14 +620,6 @@ func (d *Dify) serveInfo(w http.ResponseWriter, r *http.Request) {
 	o := d.opts()
 	writeJSON(w, 200, render(styleCompact, object{{"name", o.appName}, {"description", "llmtest fake app"},
 		{"tags", []string{}}, {"mode", o.appMode}, {"author_name", "llmtest"}})+"\n", "")
-}
-
-func (d *Dify) serveParameters(w http.ResponseWriter, r *http.Request) {
-	if !d.authorized(w, r) {
-		return
-	}
-	writeJSON(w, 200, render(styleCompact, object{{"opening_statement", ""}, {"user_input_form", []any{}},
-		{"file_upload", object{}}, {"system_parameters", object{{"file_size_limit", 15}}}})+"\n", "")
 }
 
 func (d *Dify) serveDelete(w http.ResponseWriter, r *http.Request) {

@@ -15,6 +15,19 @@
 // connections, HTTP errors with Retry-After, reasoning deltas, finish
 // reasons, a slow first byte, or a hang.
 //
+// Attachments: the Dify fake serves POST /files/upload with Dify's 201
+// shape and refusals (no_file_uploaded, too_many_files,
+// filename_not_exists_error, 413 file_too_large by kind, 415 for blocked
+// extensions), records uploads per user, and applies the app's FileUpload
+// setting to a question's files as Dify's file factory does: dropped
+// without a word when upload is off, 400 invalid_param for another user's
+// upload id, a type not allowed, or too many files. GET /parameters
+// reports the same setting. The OpenAI fake decodes array content (text
+// and image_url parts, recorded per message), validates data: URIs like
+// the API (WithoutVision refuses them as a text-only model does), and
+// serves POST /audio/transcriptions with queued texts, refusing formats
+// OpenAI refuses (AMR among them).
+//
 // Backend is an in-process llm.Backend following the same scripts, for
 // tests of callers that do not need HTTP.
 //

@@ -83,7 +83,17 @@ type options struct {
 	appMode        string
 	models         []string
 	reasoningField string
+	noVision       bool
+	speechModels   []string
 }
+
+// WithoutVision makes the OpenAI fake refuse image_url content parts with
+// the 400 a text-only model gives.
+func WithoutVision() Option { return func(o *options) { o.noVision = true } }
+
+// WithTranscriptionModels sets the models POST /audio/transcriptions
+// accepts (default "whisper-1").
+func WithTranscriptionModels(ids ...string) Option { return func(o *options) { o.speechModels = ids } }
 
 // WithAPIKey sets the API key the fake accepts (default "app-llmtest" for
 // Dify, "sk-llmtest" for OpenAI).
@@ -113,7 +123,8 @@ func WithModels(ids ...string) Option { return func(o *options) { o.models = ids
 func WithReasoningField(name string) Option { return func(o *options) { o.reasoningField = name } }
 
 func newOptions(opts []Option) options {
-	o := options{appName: "llmtest", appMode: "chat", models: []string{"gpt-4o-mini"}, reasoningField: "reasoning_content"}
+	o := options{appName: "llmtest", appMode: "chat", models: []string{"gpt-4o-mini"}, reasoningField: "reasoning_content",
+		speechModels: []string{"whisper-1"}}
 	for _, opt := range opts {
 		opt(&o)
 	}

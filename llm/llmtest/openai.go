@@ -1,6 +1,8 @@
 package llmtest
 
 import (
+	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,10 +14,96 @@ import (
 	"time"
 )
 
-// Message is one chat message received by the OpenAI fake.
+// Message is one chat message received by the OpenAI fake. Content is
+// the text: the string content, or the text parts joined by newlines when
+// content was an array of parts, which are then in Parts.
 type Message struct {
-	Role    string `json:"role"`
-	Content string `json:"content"`
+	Role    string
+	Content string
+	Parts   []ContentPart
+}
+
+// ContentPart is one element of an array content: {"type":"text","text"}
+// or {"type":"image_url","image_url":{"url","detail"}}.
+type ContentPart struct {
+	Type     string
+	Text     string
+	ImageURL string
+	Detail   string
+}
+
+// UnmarshalJSON accepts content as a string, null, or an array of parts,
+// as the chat completions API does.
+func (m *Message) UnmarshalJSON(b []byte) error {
+	var in struct {
+		Role    string          `json:"role"`
+		Content json.RawMessage `json:"content"`
+	}
+	if err := json.Unmarshal(b, &in); err != nil {
+		return err
+	}
+	m.Role, m.Content, m.Parts = in.Role, "", nil
+	c := bytes.TrimSpace(in.Content)
+	switch {
+	case len(c) == 0 || string(c) == "null":
+		return nil
+	case c[0] == '"':
+		return json.Unmarshal(c, &m.Content)
+	}
+	var parts []struct {
+		Type     string `json:"type"`
+		Text     string `json:"text"`
+		ImageURL *struct {
+			URL    string `json:"url"`
+			Detail string `json:"detail"`
+		} `json:"image_url"`
+	}
+	if err := json.Unmarshal(c, &parts); err != nil {
+		return err
+	}
+	var texts []string
+	for _, p := range parts {
+		cp := ContentPart{Type: p.Type, Text: p.Text}
+		if p.ImageURL != nil {
+			cp.ImageURL, cp.Detail = p.ImageURL.URL, p.ImageURL.Detail
+		}
+		if p.Type == "text" {
+			texts = append(texts, p.Text)
+		}
+		m.Parts = append(m.Parts, cp)
+	}
+	m.Content = strings.Join(texts, "\n")
+	return nil
+}
+
+// Images returns the image_url parts of m.
+func (m Message) Images() []ContentPart {
+	var out []ContentPart
+	for _, p := range m.Parts {
+		if p.Type == "image_url" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// DataURI decodes an image_url holding a base64 data: URI into its media
+// type and bytes; ok is false for any other URL.
+func (p ContentPart) DataURI() (mediaType string, data []byte, ok bool) {
+	rest, found := strings.CutPrefix(p.ImageURL, "data:")
+	if !found {
+		return "", nil, false
+	}
+	meta, payload, found := strings.Cut(rest, ",")
+	mediaType, isB64 := strings.CutSuffix(meta, ";base64")
+	if !found || !isB64 {
+		return "", nil, false
+	}
+	data, err := base64.StdEncoding.DecodeString(payload)
+	if err != nil {
+		return "", nil, false
+	}
+	return mediaType, data, true
 }
 
 // OpenAIRequest is one chat completion request received by the OpenAI
@@ -41,10 +129,12 @@ type OpenAI struct {
 	done chan struct{}
 	once sync.Once
 
-	mu       sync.Mutex
-	o        options
-	requests []OpenAIRequest
-	seq      int
+	mu             sync.Mutex
+	o              options
+	requests       []OpenAIRequest
+	seq            int
+	transcriptions []TranscriptionRequest
+	transcripts    []transcript
 }
 
 // NewOpenAI starts a fake OpenAI-compatible server. Call Close when done.
@@ -57,6 +147,7 @@ func NewOpenAI(opts ...Option) *OpenAI {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/chat/completions", f.serveChat)
 	mux.HandleFunc("GET /v1/models", f.serveModels)
+	mux.HandleFunc("POST /v1/audio/transcriptions", f.serveTranscription)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		openAIError(w, 404, "Invalid URL ("+r.Method+" "+r.URL.Path+")", "invalid_request_error", "", "")
 	})
@@ -216,6 +307,10 @@ func (f *OpenAI) serveChat(w http.ResponseWriter, r *http.Request) {
 		return
 	case !in.Stream:
 		openAIError(w, 400, "llmtest: only streaming is faked", "invalid_request_error", "", "")
+		return
+	}
+	if msg := checkParts(in.Messages, o.noVision); msg != "" {
+		openAIError(w, 400, msg, "invalid_request_error", "", "")
 		return
 	}
 	sc := f.q.pop()
