@@ -309,7 +309,13 @@ func (b *Bridge) botFeedback(ctx context.Context, bt *bot, m *aibot.Message, log
 	if !ok || e.MessageID == "" {
 		return
 	}
-	if err := fbk.Feedback(ctx, llm.FeedbackRequest{MessageID: e.MessageID, User: user, Rating: rating, Content: fb.Content}); err != nil {
+	// The answer belongs to the Dify user the question was asked as: the
+	// conversation's owner (the group, with group_memory = "group").
+	owner := user
+	if m.ChatType == aibot.ChatGroup && m.ChatID != "" && bt.cfg.GroupMemory == GroupMemoryGroup {
+		owner = groupOwner(m.ChatID)
+	}
+	if err := fbk.Feedback(ctx, llm.FeedbackRequest{MessageID: e.MessageID, App: bt.cfg.Name, User: owner, Rating: rating, Content: fb.Content}); err != nil {
 		log.Warn("cannot send feedback to the backend", "err", err)
 	}
 }
@@ -323,7 +329,7 @@ func (bt *bot) classify(m *aibot.Message) (kv.Question, bool) {
 	if m.ChatType == aibot.ChatGroup {
 		q.Chat = m.ChatID
 		if bt.cfg.GroupMemory == GroupMemoryGroup && m.ChatID != "" {
-			q.ConvOwner = "群:" + m.ChatID
+			q.ConvOwner = groupOwner(m.ChatID)
 		}
 	}
 	switch m.MsgType {
@@ -348,6 +354,10 @@ func (bt *bot) classify(m *aibot.Message) (kv.Question, bool) {
 	}
 	return q, true
 }
+
+// groupOwner is the conversation owner of a group that shares one
+// conversation (group_memory = "group").
+func groupOwner(chatID string) string { return "群:" + chatID }
 
 // stripMention removes the leading @bot mention of a group message.
 func stripMention(s string) string {

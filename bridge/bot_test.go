@@ -130,7 +130,15 @@ func TestBotStreamsOneBubble(t *testing.T) {
 		e, _, _ := h.store.History(kv.HistoryQuery{User: "zhangsan"})
 		return len(e) == 1 && e[0].Feedback == "like"
 	})
+	// … and in Dify, as that user's rating of that answer.
+	waitFor(t, func() bool { return len(h.dify.Feedbacks()) == 1 })
+	if f := h.dify.Feedbacks()[0]; f.Rating != "like" || f.User != q0User(h) {
+		t.Fatalf("Dify got feedback %+v", f)
+	}
 }
+
+// q0User is the Dify user the first question was asked as.
+func q0User(h *harness) string { return h.dify.Requests()[0].User }
 
 // Group chats: the @mention is stripped before asking, the answer goes to
 // the group's bubble, and group_memory = "group" shares one conversation.

@@ -398,11 +398,11 @@ func New(cfg Config, hc *http.Client, log *slog.Logger) (Backend, error) {
 	}
 	switch cfg.Type {
 	case TypeDify:
-		return newDify(cfg, hc, log.With("component", "llm", "backend", TypeDify)), nil
+		return newDify(cfg, hc, log.With("component", "llm", "backend_type", TypeDify)), nil
 	default:
 		if cfg.Model == "" {
 			return nil, errors.New("llm: invalid config: model: 这是只做语音转写的后端（只有 transcription_model），不能回答问题 / this backend only has transcription_model and cannot answer questions")
 		}
-		return newOpenAI(cfg, hc, log.With("component", "llm", "backend", TypeOpenAI))
+		return newOpenAI(cfg, hc, log.With("component", "llm", "backend_type", TypeOpenAI))
 	}
 }

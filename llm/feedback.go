@@ -20,8 +20,9 @@ type Feedbacker interface {
 type FeedbackRequest struct {
 	// MessageID is the backend's id of the answer (Result.MessageID).
 	MessageID string
-	// User is the user who rated it: the same user the question was asked as.
-	User string
+	// App and User are who rated it: the same as the question's Request
+	// (the answer belongs to that Dify user).
+	App, User string
 	// Rating is "like", "dislike", or "" to withdraw a rating.
 	Rating string
 	// Content is the user's comment, if any.
@@ -33,7 +34,7 @@ func (d *dify) Feedback(ctx context.Context, f FeedbackRequest) error {
 	if f.MessageID == "" || f.User == "" {
 		return fmt.Errorf("llm: dify feedback: message id and user are required")
 	}
-	body := map[string]any{"user": f.User, "rating": nil}
+	body := map[string]any{"user": endUser(Request{App: f.App, User: f.User}), "rating": nil}
 	if f.Rating != "" {
 		body["rating"] = f.Rating
 	}

@@ -60,6 +60,13 @@ type Dify struct {
 	uploadLimits map[string]int64 // kind → bytes
 	blockedExts  []string
 	endUsers     map[string]string // API user → EndUser uuid
+	messages     map[string]string // message id → user who asked
+	feedbacks    []Feedback
+}
+
+// Feedback is one POST /messages/{id}/feedbacks the fake accepted.
+type Feedback struct {
+	MessageID, User, Rating, Content string
 }
 
 type difyTask struct {
@@ -89,6 +96,7 @@ func NewDify(opts ...Option) *Dify {
 	mux.HandleFunc("GET /v1/parameters", d.serveParameters)
 	mux.HandleFunc("POST /v1/files/upload", d.serveUpload)
 	mux.HandleFunc("DELETE /v1/conversations/{id}", d.serveDelete)
+	mux.HandleFunc("POST /v1/messages/{id}/feedbacks", d.serveFeedback)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		difyError(w, http.StatusNotFound, "not_found",
 			"The requested URL was not found on the server. If you entered the URL manually please check your spelling and try again.", "")
@@ -383,9 +391,16 @@ func (d *Dify) serveAsk(w http.ResponseWriter, r *http.Request) {
 		d.mu.Unlock()
 	}()
 
+	messageID := newUUID()
+	d.mu.Lock()
+	if d.messages == nil {
+		d.messages = map[string]string{}
+	}
+	d.messages[messageID] = in.User
+	d.mu.Unlock()
 	st := &difyStream{
 		w: newSSEWriter(w, "text/event-stream; charset=utf-8"), style: styleSpaced, sc: sc, answer: answer,
-		endpoint: endpoint, mode: o.appMode, taskID: taskID, messageID: newUUID(), runID: newUUID(),
+		endpoint: endpoint, mode: o.appMode, taskID: taskID, messageID: messageID, runID: newUUID(),
 		convID: convID, created: time.Now().Unix(), query: rec.Query,
 	}
 	if o.compact {
@@ -620,6 +635,52 @@ func (d *Dify) serveInfo(w http.ResponseWriter, r *http.Request) {
 	o := d.opts()
 	writeJSON(w, 200, render(styleCompact, object{{"name", o.appName}, {"description", "llmtest fake app"},
 		{"tags", []string{}}, {"mode", o.appMode}, {"author_name", "llmtest"}})+"\n", "")
+}
+
+// Feedbacks returns the message feedback received, in order.
+func (d *Dify) Feedbacks() []Feedback {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]Feedback(nil), d.feedbacks...)
+}
+
+// serveFeedback is Dify's message feedback: the message must exist and
+// belong to the same user (404 "Message Not Exists." otherwise); rating is
+// "like", "dislike" or null.
+func (d *Dify) serveFeedback(w http.ResponseWriter, r *http.Request) {
+	if !d.authorized(w, r) {
+		return
+	}
+	var in struct {
+		User    string  `json:"user"`
+		Rating  *string `json:"rating"`
+		Content string  `json:"content"`
+	}
+	body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<16))
+	if err := json.Unmarshal(bytes.TrimSpace(body), &in); err != nil || in.User == "" {
+		difyError(w, http.StatusBadRequest, "invalid_param", "user is required", "")
+		return
+	}
+	rating := ""
+	if in.Rating != nil {
+		rating = *in.Rating
+		if rating != "like" && rating != "dislike" {
+			difyError(w, http.StatusBadRequest, "invalid_param", "rating must be like, dislike or null", "")
+			return
+		}
+	}
+	id := r.PathValue("id")
+	d.mu.Lock()
+	owner, ok := d.messages[id]
+	if !ok || owner != in.User {
+		d.mu.Unlock()
+		difyError(w, http.StatusNotFound, "not_found", "Message Not Exists.", "")
+		return
+	}
+	d.feedbacks = append(d.feedbacks, Feedback{MessageID: id, User: in.User, Rating: rating, Content: in.Content})
+	d.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write([]byte(`{"result":"success"}`))
 }
 
 func (d *Dify) serveDelete(w http.ResponseWriter, r *http.Request) {
