@@ -473,24 +473,10 @@ func (d *dify) check(ctx context.Context) (*Info, error) {
 			Message: "GET /info did not return JSON", Hint: "check base_url (it usually ends in /v1)", kind: ErrEndpointNotFound}
 	}
 	info := &Info{Name: body.Name, Mode: body.Mode}
-	if want := appModeFor(body.Mode); want != "" && want != d.cfg.DifyMode {
+	if want := normDifyMode(body.Mode); body.Mode != "" && want != "" && want != d.cfg.DifyMode {
 		return info, &APIError{Backend: TypeDify, Code: "wrong_app_mode",
 			Message: fmt.Sprintf("app %q is a %s app but dify_mode is %q", body.Name, body.Mode, d.cfg.DifyMode),
 			Hint:    fmt.Sprintf("set dify_mode = %q", want), kind: ErrWrongAppMode}
 	}
 	return info, nil
-}
-
-// appModeFor maps a Dify app mode from /info to the dify_mode that serves
-// it, or "" for modes this package does not know.
-func appModeFor(mode string) string {
-	switch mode {
-	case "chat", "agent-chat", "advanced-chat", "agent":
-		return DifyModeChat
-	case "workflow":
-		return DifyModeWorkflow
-	case "completion":
-		return DifyModeCompletion
-	}
-	return ""
 }
