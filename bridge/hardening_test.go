@@ -319,3 +319,25 @@ func TestThinkingNoticeDoesNotBlockTheAnswer(t *testing.T) {
 		t.Fatal("the refused notice was not logged")
 	}
 }
+
+// An LLM log line names its backend once (the bridge's name for it), not
+// twice (issue 9 item 16).
+func TestLLMLogLinesNameTheBackendOnce(t *testing.T) {
+	h := newHarness(t, "")
+	h.dify.Push(llmtest.Script{Status: 500}, llmtest.Script{Answer: "重试后成功。"})
+	h.ask("helpdesk", "zhangsan", "你好")
+	h.waitSent("zhangsan", 1)
+	lines := 0
+	for _, l := range strings.Split(h.logBuf.String(), "\n") {
+		if !strings.Contains(l, "component=llm") {
+			continue
+		}
+		lines++
+		if n := strings.Count(l, " backend="); n != 1 || !strings.Contains(l, "backend=kb") {
+			t.Errorf("llm log line with %d backend= attributes: %s", n, l)
+		}
+	}
+	if lines == 0 {
+		t.Fatalf("no llm log line to check:\n%s", h.logBuf.String())
+	}
+}
