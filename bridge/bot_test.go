@@ -21,7 +21,7 @@ const (
 
 // newBotHarness runs the daemon with a websocket bot "kbbot" (Dify backend
 // kb) connected to an emulated WeCom long-connection server.
-func newBotHarness(t *testing.T, extra string) (*harness, *emulator.BotServer) {
+func newBotHarness(t testing.TB, extra string) (*harness, *emulator.BotServer) {
 	t.Helper()
 	bs, err := emulator.NewBotServer(emulator.BotConfig{Bots: map[string]string{testBotID: testBotSecret}, AckDelay: 3 * time.Millisecond})
 	if err != nil {
@@ -57,7 +57,7 @@ func botSeen(bs *emulator.BotServer, chat string) string {
 	return strings.Join(append(parts, bs.Sent(chat)...), "\n\n")
 }
 
-func waitBubbleDone(t *testing.T, bs *emulator.BotServer, n int) []emulator.BotBubble {
+func waitBubbleDone(t testing.TB, bs *emulator.BotServer, n int) []emulator.BotBubble {
 	t.Helper()
 	var done []emulator.BotBubble
 	waitFor(t, func() bool {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/wecom-bridge/wecom-bridge/kv"
+	"github.com/wecom-bridge/wecom-bridge/llm"
 	"github.com/wecom-bridge/wecom-bridge/llm/llmtest"
 	"github.com/wecom-bridge/wecom-bridge/wecom"
 	"github.com/wecom-bridge/wecom-bridge/wecom/wecomtest"
@@ -31,7 +32,7 @@ const (
 // harness runs the real daemon in-process against wecomtest and llmtest,
 // with a real bbolt file.
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	wc     *wecomtest.Server
 	dify   *llmtest.Dify
 	oai    *llmtest.OpenAI
@@ -46,6 +47,9 @@ type harness struct {
 	logBuf *syncBuffer
 	// now, when set before start, is the daemon's clock (Deps.Now).
 	now func() time.Time
+	// backends, when set before start, replace configured backends
+	// (Deps.Backends).
+	backends map[string]llm.Backend
 }
 
 type syncBuffer struct {
@@ -70,7 +74,7 @@ func (s *syncBuffer) String() string {
 // newHarness starts fakes and the daemon. extra is TOML appended to a base
 // config with two apps: "helpdesk" (agent 1000002, Dify) and "chat" (agent
 // 1000003, OpenAI-compatible).
-func newHarness(t *testing.T, extra string) *harness {
+func newHarness(t testing.TB, extra string) *harness {
 	t.Helper()
 	h := &harness{t: t, extra: extra, dbPath: filepath.Join(t.TempDir(), "bridge.db"), logBuf: newSyncBuffer()}
 	h.wc = newWeComAt(nil)
@@ -171,7 +175,7 @@ func (h *harness) start() {
 	if os.Getenv("BRIDGE_TEST_LOG") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	h.b, err = New(cfg, Deps{Log: log, Store: h.store, Now: h.now})
+	h.b, err = New(cfg, Deps{Log: log, Store: h.store, Now: h.now, Backends: h.backends})
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -331,7 +335,7 @@ func cloneQuery(q url.Values) url.Values {
 	return out
 }
 
-func readAll(t *testing.T, resp *http.Response) string {
+func readAll(t testing.TB, resp *http.Response) string {
 	t.Helper()
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)

@@ -20,7 +20,7 @@ import (
 // Secure, for https://bot.example.com, so the jar is keyed on that URL) and
 // does not follow redirects.
 type pageClient struct {
-	t   *testing.T
+	t   testing.TB
 	h   *harness
 	jar *cookiejar.Jar
 	hc  *http.Client
