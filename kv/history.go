@@ -33,6 +33,9 @@ type Entry struct {
 	NewConv   bool   `json:"new_conv,omitempty"`
 	RefID     string `json:"ref,omitempty"`
 	Truncated bool   `json:"truncated,omitempty"`
+	// Chat is the group's chatid when the question was asked in a group
+	// chat (AI bot); "" in a one-to-one chat.
+	Chat string `json:"chat,omitempty"`
 	// MessageID is the backend's id of the answer (for feedback).
 	MessageID string `json:"msg_id,omitempty"`
 	// Feedback is the user's rating: "like", "dislike" or "".

@@ -126,7 +126,7 @@ func (s *Store) Accept(q Question) (job *Job, dup bool, err error) {
 		}
 		if q.Kind == KindQuestion {
 			if err := putEntry(tx, &Entry{
-				ID: id, App: q.App, User: q.User, Question: q.Text,
+				ID: id, App: q.App, User: q.User, Question: q.Text, Chat: q.Chat,
 				Status: StatusPending, Created: q.Received, Updated: q.Received,
 			}); err != nil {
 				return err

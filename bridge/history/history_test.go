@@ -148,6 +148,7 @@ var seedN atomic.Uint64
 
 type historySeed struct {
 	app     string
+	chat    string // a group chat's id (AI bot)
 	status  kv.Status
 	conv    int
 	newConv bool
@@ -165,7 +166,7 @@ func seedHistory(t testing.TB, st *kv.Store, user, q, a string, o historySeed) u
 		o.status = kv.StatusDone
 	}
 	job, _, err := st.Accept(kv.Question{App: o.app, User: user, DedupKey: fmt.Sprintf("seed:%d", seedN.Add(1)),
-		Kind: kv.KindQuestion, Text: q, MsgType: "text", Received: o.at})
+		Kind: kv.KindQuestion, Text: q, MsgType: "text", Received: o.at, Chat: o.chat})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1245,5 +1246,23 @@ func TestHistoryLoginClientSwapped(t *testing.T) {
 	}
 	if !strings.Contains(h.logBuf.String(), "history.login_app names no configured app") {
 		t.Error("the operator is not told which setting is wrong")
+	}
+}
+
+// Bot conversations show the bot's name; a group chat's are marked as
+// such; a rated answer shows the rating.
+func TestHistoryBotGroupAndFeedback(t *testing.T) {
+	h := newHarness(t, nil)
+	seedHistory(t, h.store, "bob", "单聊里的问题", "单聊的回答", historySeed{app: "kbbot"})
+	id := seedHistory(t, h.store, "bob", "群里的问题", "群里的回答", historySeed{app: "kbbot", chat: "wrGroup1"})
+	if err := h.store.SetEntryFeedback("bob", id, "like", ""); err != nil {
+		t.Fatal(err)
+	}
+	b := newBrowser(h, uaDesktop)
+	b.login("bob", "/history")
+	p := b.get("/history")
+	if p.status != http.StatusOK || strings.Count(p.body, `<span class="app">kbbot</span>`) != 2 ||
+		strings.Count(p.body, `<span class="tag">群聊</span>`) != 1 || !strings.Contains(p.body, "👍 有用") {
+		t.Fatalf("history page:\n%s", p.body)
 	}
 }

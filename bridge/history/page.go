@@ -126,6 +126,7 @@ type pageView struct {
 
 type groupView struct {
 	App       string
+	Group     bool // asked in a group chat (AI bot)
 	Span      string
 	Started   bool // the oldest shown entry began a new conversation (/new)
 	Continued bool // older entries of this conversation are on the next page
@@ -133,6 +134,7 @@ type groupView struct {
 }
 
 type entryView struct {
+	Feedback  string // the user's 👍/👎 on the answer, if any
 	ID        uint64
 	Question  string
 	Answer    template.HTML
@@ -238,15 +240,15 @@ func inConversation(e *kv.Entry) bool {
 // index where each run starts.
 func splitConversations(entries []kv.Entry) []int {
 	var starts []int
-	var app string
+	var app, chat string
 	var seq int
 	var hasSeq, started bool
 	for i := range entries {
 		e := &entries[i]
 		conv := inConversation(e)
-		if i == 0 || e.App != app || started || (conv && hasSeq && seq != e.ConvSeq) {
+		if i == 0 || e.App != app || e.Chat != chat || started || (conv && hasSeq && seq != e.ConvSeq) {
 			starts = append(starts, i)
-			app, hasSeq, started = e.App, false, false
+			app, chat, hasSeq, started = e.App, e.Chat, false, false
 		}
 		if conv && !hasSeq {
 			seq, hasSeq = e.ConvSeq, true
@@ -268,7 +270,7 @@ func groupEntries(entries []kv.Entry, now time.Time, md *markdown) []groupView {
 			to = starts[g+1]
 		}
 		run := entries[from:to]
-		gv := groupView{App: run[0].App, Entries: make([]entryView, len(run))}
+		gv := groupView{App: run[0].App, Group: run[0].Chat != "", Entries: make([]entryView, len(run))}
 		for i := range run {
 			gv.Entries[i] = entryOf(&run[i], now, md)
 			gv.Started = gv.Started || run[i].NewConv
@@ -281,11 +283,22 @@ func groupEntries(entries []kv.Entry, now time.Time, md *markdown) []groupView {
 	return groups
 }
 
+// feedbackLabel shows a user's rating of an answer.
+func feedbackLabel(rating string) string {
+	switch rating {
+	case "like":
+		return "👍 有用"
+	case "dislike":
+		return "👎 没帮上忙"
+	}
+	return ""
+}
+
 func entryOf(e *kv.Entry, now time.Time, md *markdown) entryView {
 	ev := entryView{
 		ID: e.ID, Question: e.Question, State: string(e.Status),
 		Time: shortTime(e.Created, now), ISO: e.Created.In(chinaTime).Format(time.RFC3339),
-		Ref: e.RefID, Truncated: e.Truncated,
+		Ref: e.RefID, Truncated: e.Truncated, Feedback: feedbackLabel(e.Feedback),
 	}
 	switch e.Status {
 	case kv.StatusPending:
