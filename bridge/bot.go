@@ -439,10 +439,57 @@ func (c *botConn) hold(b *Bridge, bt *bot, j *kv.Job) {
 // take removes and returns a job's live bubble, if this process has one.
 func (c *botConn) take(id uint64) *botLive {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	l := c.live[id]
 	delete(c.live, id)
+	c.mu.Unlock()
+	if l != nil {
+		l.close()
+	}
 	return l
+}
+
+// close ends a bubble that was never finished (its answer went by
+// proactive messages): its stream goroutine stops, and WeCom stops
+// waiting for the req_id.
+func (l *botLive) close() {
+	l.mu.Lock()
+	l.started = true
+	if l.keeper != nil {
+		l.keeper.Stop()
+	}
+	l.mu.Unlock()
+	if l.stream == nil {
+		return
+	}
+	select {
+	case <-l.stream.Done():
+		return
+	default:
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Second)
+	defer cancel()
+	text := l.stream.Shown()
+	if text == "" {
+		text = "（回答见下方消息。）"
+	}
+	_ = l.stream.Finish(ctx, text) // refused past the window: the stream ends either way
+}
+
+// sweep closes the bubbles of jobs that ended without cleanup (a job given
+// up, or finished elsewhere) once their window is over.
+func (c *botConn) sweep(now time.Time, window time.Duration) {
+	c.mu.Lock()
+	var old []*botLive
+	for id, l := range c.live {
+		if now.Sub(l.created) > window+time.Minute {
+			old = append(old, l)
+			delete(c.live, id)
+		}
+	}
+	c.mu.Unlock()
+	for _, l := range old {
+		l.close()
+	}
 }
 
 func (bt *bot) replier(b *Bridge, j *kv.Job, log *slog.Logger) replier {

@@ -497,6 +497,15 @@ func (b *Bridge) maintain() {
 			b.log.Warn("prune sessions", "err", err)
 		}
 		b.budget.forget()
+		b.clientsMu.Lock()
+		conns := make([]*botConn, 0, len(b.bots))
+		for _, c := range b.bots {
+			conns = append(conns, c)
+		}
+		b.clientsMu.Unlock()
+		for _, c := range conns {
+			c.sweep(now, b.botWindow())
+		}
 		select {
 		case <-b.root.Done():
 			return
