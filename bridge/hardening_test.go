@@ -5,6 +5,10 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -339,5 +343,47 @@ func TestLLMLogLinesNameTheBackendOnce(t *testing.T) {
 	}
 	if lines == 0 {
 		t.Fatalf("no llm log line to check:\n%s", h.logBuf.String())
+	}
+}
+
+// With [wecom] proxy, every WeCom API call of the running daemon goes
+// through the proxy (so that a fixed-IP proxy can be put in 企业可信IP),
+// while the LLM backends do not.
+func TestDaemonWeComCallsGoThroughTheProxy(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string
+	target, _ := url.Parse("http://placeholder")
+	rp := &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) { r.SetURL(target); r.Out.Host = r.In.Host }}
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.URL.Path)
+		mu.Unlock()
+		if !r.URL.IsAbs() {
+			http.Error(w, "not a proxy request", http.StatusBadRequest)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	defer proxy.Close()
+	h := newHarness(t, "")
+	h.stop()
+	u, _ := url.Parse(h.wc.URL())
+	*target = *u
+	h.edit = func(s string) string {
+		return strings.Replace(s, "sso_base", "proxy = \""+proxy.URL+"\"\nsso_base", 1)
+	}
+	h.start()
+	h.ask("helpdesk", "zhangsan", "经代理的问题")
+	h.waitSent("zhangsan", 1)
+	mu.Lock()
+	defer mu.Unlock()
+	has := func(p string) bool { return slices.Contains(seen, p) }
+	if !has("/cgi-bin/gettoken") || !has("/cgi-bin/message/send") {
+		t.Fatalf("the proxy saw %v; every WeCom call must go through it", seen)
+	}
+	for _, p := range seen {
+		if !strings.HasPrefix(p, "/cgi-bin/") {
+			t.Fatalf("a non-WeCom call went through the WeCom proxy: %s", p)
+		}
 	}
 }
