@@ -108,3 +108,29 @@ api_key = "app-llmtest"
 		t.Fatalf("Dify saw %+v", r)
 	}
 }
+
+// simulate with only a backend configured: no WeCom settings at all; a
+// generated app talks to it.
+func TestSimulateBackendOnly(t *testing.T) {
+	dify := llmtest.NewDify()
+	defer dify.Close()
+	dify.Push(llmtest.Script{Answer: "只配了后端也能试。"})
+	text := fmt.Sprintf("[backends.kb]\ntype = \"dify\"\nbase_url = %q\napi_key = \"app-llmtest\"\n", dify.URL())
+	cfg, choice, err := ParseForSimulate("sim.toml", []byte(text), SimulateChoice{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if choice.Backend != "kb" || len(cfg.Apps) != 1 {
+		t.Fatalf("choice %+v, %d apps", choice, len(cfg.Apps))
+	}
+	var out bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := Simulate(ctx, cfg, SimulateOptions{Choice: choice, User: "zhangsan", In: strings.NewReader("试一下\n"), Out: &out,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "只配了后端也能试。") {
+		t.Fatalf("simulate printed:\n%s", out.String())
+	}
+}

@@ -1049,7 +1049,8 @@ func (c *Config) validate(opts validateOptions) error {
 	if c.WeCom.PerMemberPerMinute < 1 || c.WeCom.PerMemberPerMinute > 30 {
 		add(kerr("必须在 1 到 30 之间（企业微信每分钟最多给一个成员发 30 条）/ must be between 1 and 30 (WeCom drops more than 30 a minute)", "wecom", "per_member_per_minute"))
 	}
-	if len(c.Apps) == 0 && len(c.Bots) == 0 {
+	if len(c.Apps) == 0 && len(c.Bots) == 0 && opts.onlyBackend == "" {
+		// (simulate generates an app for a backend chosen alone)
 		add(kerr("至少需要一个 [[apps]]（自建应用）或 [[bots]]（智能机器人）/ at least one [[apps]] or [[bots]] entry is required", "apps"))
 	}
 	backendList := strings.Join(sortedKeys(c.Backends), ", ")
