@@ -17,6 +17,23 @@
 // callbacks under load while a lone caller is committed at once, with no
 // batching delay.
 //
+// # Damaged files and write failures
+//
+// Open checks an existing file before bbolt maps it: both meta pages, the
+// file size against the high water mark, and a walk over every page bbolt
+// can reach (read with plain reads, so a damaged page is an error, not a
+// fault), with the freelist checked against the pages in use. A damaged or
+// 0-byte file is refused with a *CorruptError naming the file and the way to
+// recover (restore a `wecom-bridge backup`, or move the file away). Every
+// transaction also runs with panics and memory faults recovered into a
+// *CorruptError, so damage the check cannot see fails a call, not the
+// process.
+//
+// A commit that fails at the storage level (ENOSPC, EIO) is rolled back as a
+// whole and fails every caller in its group; Store.WriteErr reports it until
+// a later commit succeeds, and Ping fails meanwhile. Options.FailWrites
+// injects such failures in tests.
+//
 // # Caveats
 //
 //   - bbolt takes an exclusive file lock: only one process may open the file.

@@ -105,7 +105,7 @@ func (s *Store) History(q HistoryQuery) (entries []Entry, next uint64, err error
 	}
 	needle := []byte(asciiLower(q.Search))
 	prefix := append([]byte(q.User), 0)
-	err = s.db.View(func(tx *bolt.Tx) error {
+	err = s.view(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketHist).Cursor()
 		before := q.Before
 		if before == 0 {
@@ -191,7 +191,7 @@ func asciiLower(s string) string {
 // Entry returns one history entry of a user.
 func (s *Store) Entry(user string, id uint64) (Entry, error) {
 	var e Entry
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketHist).Get(histKey(user, id))
 		if v == nil {
 			return ErrNotFound

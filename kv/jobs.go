@@ -122,7 +122,7 @@ func (s *Store) Accept(q Question) (job *Job, dup bool, err error) {
 // Pending returns every job not yet done, oldest first.
 func (s *Store) Pending() ([]*Job, error) {
 	var out []*Job
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketJobs).ForEach(func(_, v []byte) error {
 			j := new(Job)
 			if err := decode(v, j); err != nil {
@@ -133,7 +133,7 @@ func (s *Store) Pending() ([]*Job, error) {
 		})
 	})
 	if err != nil {
-		return nil, fmt.Errorf("kv: pending: %w", err)
+		return nil, s.corruptAtStart("pending jobs", err)
 	}
 	return out, nil
 }
@@ -141,7 +141,7 @@ func (s *Store) Pending() ([]*Job, error) {
 // Job returns one pending job.
 func (s *Store) Job(id uint64) (*Job, error) {
 	var j *Job
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketJobs).Get(idKey(id))
 		if v == nil {
 			return ErrNotFound
@@ -294,4 +294,17 @@ func (s *Store) PruneSeen(before time.Time, limit int) (int, error) {
 		return 0, fmt.Errorf("kv: prune seen: %w", err)
 	}
 	return n, nil
+}
+
+// corruptAtStart turns an undecodable record met by a start-up read into a
+// *CorruptError that names the file and the way to recover.
+func (s *Store) corruptAtStart(what string, err error) error {
+	var ce *CorruptError
+	if errors.As(err, &ce) {
+		return err
+	}
+	if errors.Is(err, ErrCorrupt) {
+		return &CorruptError{Path: s.path, Reason: what + ": " + err.Error()}
+	}
+	return fmt.Errorf("kv: %s: %w", what, err)
 }

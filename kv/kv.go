@@ -3,9 +3,12 @@ package kv
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -45,6 +48,24 @@ type Options struct {
 	Now func() time.Time
 	// Logger receives bbolt-level warnings; default discards.
 	Logger *slog.Logger
+	// AllowEmpty lets Open turn an existing 0-byte file into a fresh
+	// database. By default such a file is an error (*CorruptError): an empty
+	// file where a database was expected means the data is gone, and the
+	// operator should restore a backup rather than silently start over. A
+	// missing file is always created.
+	AllowEmpty bool
+	// CheckPages bounds the structural check Open runs on an existing file:
+	// at most this many pages of data buckets are read (the meta pages, the
+	// freelist and the bucket roots always are). 0 checks the whole file;
+	// a negative value skips the walk (the meta pages and the file size are
+	// still checked).
+	CheckPages int
+	// FailWrites is a fault hook for tests: when set, it is called before
+	// each commit, and a non-nil error fails that commit the way a full disk
+	// (ENOSPC) or an I/O error does: the transaction is rolled back, every
+	// caller in the group gets the error, and WriteErr reports it until a
+	// later commit succeeds. Leave it nil in production.
+	FailWrites func() error
 }
 
 // Store is the bbolt-backed state of the daemon. It is safe for concurrent use.
@@ -58,10 +79,20 @@ type Store struct {
 	done   chan struct{}
 	closed chan struct{}
 	max    int
+	fault  func() error
+
+	werrMu sync.Mutex
+	werr   error // last commit-level failure, cleared by a successful commit
 }
 
-// Open opens (creating if needed) the database file at path, creates every
-// bucket, and starts the group committer.
+// Open opens (creating if needed) the database file at path, checks its
+// structure, creates every bucket, migrates records of older releases, and
+// starts the group committer.
+//
+// A damaged file (truncated, overwritten pages, or 0 bytes without
+// Options.AllowEmpty) is refused with a *CorruptError (errors.Is
+// ErrCorrupt) that names the file and how to recover; Open never panics on
+// one.
 func Open(path string, opts Options) (*Store, error) {
 	if path == "" {
 		return nil, errors.New("kv: storage.path is empty")
@@ -83,31 +114,25 @@ func Open(path string, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("kv: create directory for storage.path: %w", err)
 		}
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{
-		Timeout:      opts.LockTimeout,
-		NoSync:       opts.NoSync,
-		FreelistType: bolt.FreelistMapType,
-	})
-	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
-			return nil, fmt.Errorf("kv: open %s: the file is locked by another process (is another wecom-bridge running?)", path)
-		}
+	switch st, err := os.Stat(path); {
+	case errors.Is(err, fs.ErrNotExist):
+		// A new install: bbolt creates the file.
+	case err != nil:
 		return nil, fmt.Errorf("kv: open %s: %w", path, err)
-	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range allBuckets {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
+	case st.Size() == 0:
+		if !opts.AllowEmpty {
+			return nil, &CorruptError{Path: path, Empty: true}
 		}
-		return nil
-	})
-	if err != nil {
-		_ = db.Close()
-		return nil, fmt.Errorf("kv: create buckets: %w", err)
+	default:
+		budget := opts.CheckPages
+		if budget < 0 {
+			budget = 1 // meta, freelist and the root's own leaves only
+		}
+		if err := checkFile(path, budget, opts.LockTimeout); err != nil {
+			return nil, err
+		}
 	}
 	s := &Store{
-		db:     db,
 		now:    opts.Now,
 		log:    opts.Logger,
 		path:   path,
@@ -115,9 +140,93 @@ func Open(path string, opts Options) (*Store, error) {
 		done:   make(chan struct{}),
 		closed: make(chan struct{}),
 		max:    opts.MaxBatch,
+		fault:  opts.FailWrites,
+	}
+	var db *bolt.DB
+	err := s.guard("open", func() (err error) {
+		db, err = bolt.Open(path, 0o600, &bolt.Options{
+			Timeout:      opts.LockTimeout,
+			NoSync:       opts.NoSync,
+			FreelistType: bolt.FreelistMapType,
+		})
+		return err
+	})
+	if err != nil {
+		var ce *CorruptError
+		switch {
+		case errors.As(err, &ce):
+			return nil, err
+		case errors.Is(err, bolt.ErrTimeout):
+			return nil, lockedError(path)
+		case errors.Is(err, bolt.ErrInvalid), errors.Is(err, bolt.ErrChecksum), errors.Is(err, bolt.ErrVersionMismatch):
+			return nil, &CorruptError{Path: path, Reason: err.Error()}
+		}
+		return nil, fmt.Errorf("kv: open %s: %w", path, err)
+	}
+	s.db = db
+	err = s.guard("create buckets", func() error {
+		return db.Update(func(tx *bolt.Tx) error {
+			for _, b := range allBuckets {
+				if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	})
+	if err == nil {
+		err = s.migrate()
+	}
+	if err != nil {
+		_ = db.Close()
+		var ce *CorruptError
+		if errors.As(err, &ce) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("kv: prepare %s: %w", path, err)
 	}
 	go s.committer()
 	return s, nil
+}
+
+func lockedError(path string) error {
+	return fmt.Errorf("kv: open %s: the file is locked by another process (is another wecom-bridge running?)", path)
+}
+
+// guard runs fn so that a bbolt panic or a memory fault on a damaged file
+// (debug.SetPanicOnFault) becomes a *CorruptError instead of killing the
+// process. bbolt rolls its transaction back on the way out.
+func (s *Store) guard(what string, fn func() error) (err error) {
+	old := debug.SetPanicOnFault(true)
+	defer debug.SetPanicOnFault(old)
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("kv: bbolt failed on a damaged database", "op", what, "panic", fmt.Sprint(r))
+			err = &CorruptError{Path: s.path, Reason: fmt.Sprintf("%s: %v", what, r)}
+		}
+	}()
+	return fn()
+}
+
+// view is db.View under guard.
+func (s *Store) view(fn func(*bolt.Tx) error) error {
+	return s.guard("read", func() error { return s.db.View(fn) })
+}
+
+// WriteErr returns the error of the last commit that failed at the storage
+// level (disk full, I/O error, a damaged page), or nil when no commit has
+// failed since the last one that succeeded. /healthz reports unhealthy while
+// it is set: a tiny probe write may still fit when real writes do not.
+func (s *Store) WriteErr() error {
+	s.werrMu.Lock()
+	defer s.werrMu.Unlock()
+	return s.werr
+}
+
+func (s *Store) setWriteErr(err error) {
+	s.werrMu.Lock()
+	s.werr = err
+	s.werrMu.Unlock()
 }
 
 // Path returns the database file path.
@@ -140,11 +249,21 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// Ping checks that the database accepts a write (for /healthz).
+// Ping checks that the database accepts a write (for /healthz). It also
+// fails while WriteErr is set: the probe is tiny and may fit on a disk where
+// the daemon's real writes do not, so its own success does not clear
+// WriteErr.
 func (s *Store) Ping() error {
-	return s.update(func(tx *bolt.Tx) error {
+	err := s.submit(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketMeta).Put([]byte("ping"), appendUint64(nil, uint64(s.now().UnixNano())))
-	})
+	}, true)
+	if err != nil {
+		return fmt.Errorf("kv: ping: %w", err)
+	}
+	if werr := s.WriteErr(); werr != nil {
+		return fmt.Errorf("kv: writes are failing: %w", werr)
+	}
+	return nil
 }
 
 // Stats reports sizes for metrics.
@@ -158,7 +277,7 @@ type Stats struct {
 // Stats returns record counts.
 func (s *Store) Stats() (Stats, error) {
 	var st Stats
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		st.PendingJobs = tx.Bucket(bucketJobs).Stats().KeyN
 		st.HistoryEntries = tx.Bucket(bucketHistIndex).Stats().KeyN
 		st.SeenKeys = tx.Bucket(bucketSeen).Stats().KeyN
@@ -173,21 +292,24 @@ func (s *Store) Stats() (Stats, error) {
 
 // writeReq is one caller's change waiting for the group committer.
 type writeReq struct {
-	fn  func(*bolt.Tx) error
-	err chan error
+	fn    func(*bolt.Tx) error
+	err   chan error
+	probe bool // Ping's write: its success does not clear WriteErr
 }
 
 var errStoreClosed = errors.New("kv: store is closed")
 
 // update runs fn in a read-write transaction shared with other concurrent
 // callers, and returns once that transaction is durably committed.
-func (s *Store) update(fn func(*bolt.Tx) error) error {
+func (s *Store) update(fn func(*bolt.Tx) error) error { return s.submit(fn, false) }
+
+func (s *Store) submit(fn func(*bolt.Tx) error, probe bool) error {
 	select {
 	case <-s.done:
 		return errStoreClosed
 	default:
 	}
-	req := &writeReq{fn: fn, err: make(chan error, 1)}
+	req := &writeReq{fn: fn, err: make(chan error, 1), probe: probe}
 	select {
 	case s.writes <- req:
 	case <-s.done:
@@ -246,10 +368,13 @@ func (s *Store) committer() {
 
 // commit runs the batch in one transaction. If one function fails, the
 // transaction is rolled back and each function is run on its own, so one
-// caller's error never fails another caller.
+// caller's error never fails another caller. A failure of the commit itself
+// (or of the FailWrites hook) rolls everything back and fails every caller:
+// nothing of the group is half-written, and each caller's function will be
+// run afresh by its retry.
 func (s *Store) commit(batch []*writeReq) {
-	var failed int = -1
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	failed := -1
+	err := s.runTx(func(tx *bolt.Tx) error {
 		for i, r := range batch {
 			if err := r.fn(tx); err != nil {
 				failed = i
@@ -257,14 +382,15 @@ func (s *Store) commit(batch []*writeReq) {
 			}
 		}
 		return nil
-	})
+	}, batch)
 	if err == nil {
 		for _, r := range batch {
 			r.err <- nil
 		}
 		return
 	}
-	if len(batch) == 1 || failed < 0 {
+	var ce *CorruptError
+	if len(batch) == 1 || (failed < 0 && !errors.As(err, &ce)) {
 		// A commit-level failure (disk full, I/O error): everyone sees it.
 		if len(batch) > 1 {
 			s.log.Warn("kv: group commit failed", "callers", len(batch), "err", err)
@@ -275,6 +401,38 @@ func (s *Store) commit(batch []*writeReq) {
 		return
 	}
 	for _, r := range batch {
-		r.err <- s.db.Update(r.fn)
+		r.err <- s.runTx(r.fn, []*writeReq{r})
 	}
+}
+
+// runTx runs fn in one read-write transaction under guard, applies the
+// FailWrites hook, and keeps WriteErr up to date.
+func (s *Store) runTx(fn func(*bolt.Tx) error, batch []*writeReq) error {
+	callerErr := false
+	err := s.guard("write", func() error {
+		return s.db.Update(func(tx *bolt.Tx) error {
+			if err := fn(tx); err != nil {
+				callerErr = true
+				return err
+			}
+			if s.fault != nil {
+				if err := s.fault(); err != nil {
+					return fmt.Errorf("kv: commit: %w", err)
+				}
+			}
+			return nil
+		})
+	})
+	switch {
+	case err == nil:
+		for _, r := range batch {
+			if !r.probe {
+				s.setWriteErr(nil)
+				break
+			}
+		}
+	case !callerErr:
+		s.setWriteErr(err)
+	}
+	return err
 }
