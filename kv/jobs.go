@@ -308,3 +308,31 @@ func (s *Store) corruptAtStart(what string, err error) error {
 	}
 	return fmt.Errorf("kv: %s: %w", what, err)
 }
+
+// FinishJobWith removes a job and, for questions, applies u to its history
+// entry, in one transaction. An entry already pruned by retention is not an
+// error.
+func (s *Store) FinishJobWith(j *Job, u EntryUpdate) error {
+	err := s.update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketJobs).Delete(idKey(j.ID)); err != nil {
+			return err
+		}
+		if j.Kind != KindQuestion {
+			return nil
+		}
+		return ignoreMissing(updateEntry(tx, j.User, j.ID, s.now(), &u))
+	})
+	if err != nil {
+		return fmt.Errorf("kv: finish job %d: %w", j.ID, err)
+	}
+	return nil
+}
+
+// FailJob gives up on a job (for example after too many attempts, see
+// Job.Attempts, which StartAttempt stores durably): it removes the job and
+// marks its history entry failed with refID, the reference id the user was
+// given in the apology, and apology as the shown answer when it is not
+// empty.
+func (s *Store) FailJob(j *Job, refID, apology string) error {
+	return s.FinishJobWith(j, EntryUpdate{Status: StatusFailed, RefID: refID, Answer: apology})
+}

@@ -26,10 +26,11 @@ var (
 	bucketNonce     = []byte("nonce")      // key -> BE(expiry unix nanos)
 	bucketSession   = []byte("session")    // id -> Session JSON
 	bucketMeta      = []byte("meta")       // misc small values
+	bucketSends     = []byte("sends")      // BE(unix nanos) app\x00member -> nil, per-member send budget
 )
 
 var allBuckets = [][]byte{bucketSeen, bucketSeenTime, bucketJobs, bucketConv, bucketHist,
-	bucketHistIndex, bucketQuota, bucketNonce, bucketSession, bucketMeta}
+	bucketHistIndex, bucketQuota, bucketNonce, bucketSession, bucketMeta, bucketSends}
 
 // ErrNotFound is returned when a requested record does not exist.
 var ErrNotFound = errors.New("kv: not found")
