@@ -17,6 +17,18 @@
 // callbacks under load while a lone caller is committed at once, with no
 // batching delay.
 //
+// # Layout and write volume
+//
+// Each commit rewrites whole 4 KB pages, so what costs is the number of
+// distinct pages a commit touches, not record size. Hot records therefore
+// use keys that grow at the end: history entries by id (bucket "entries",
+// compact binary, see binary.go), pending jobs by id, dedup marks by the
+// message's own CreateTime when the caller gives Question.MsgTime, send
+// stamps by time. The per-user history index ("user_hist", case-folded user
+// ids) is built behind the intake in batches (Options.IndexEvery), and
+// History scans the short unindexed tail directly. Files of the previous
+// release (JSON history keyed by user) are migrated by Open.
+//
 // # Damaged files and write failures
 //
 // Open checks an existing file before bbolt maps it: both meta pages, the

@@ -29,6 +29,11 @@ type Question struct {
 	MsgType  string    `json:"msg_type,omitempty"`
 	Event    string    `json:"event,omitempty"`
 	Received time.Time `json:"received"`
+	// MsgTime is the message's own CreateTime, the same in each of WeCom's
+	// retries (optional). With it, Accept keys the dedup mark by that time
+	// so new marks append to the newest leaf instead of rewriting a random
+	// one; without it the mark goes to the MsgId-keyed set as before.
+	MsgTime time.Time `json:"msg_time,omitzero"`
 }
 
 // Segment is a run of answer pieces being delivered. It is persisted before
@@ -74,49 +79,80 @@ func (s *Store) Accept(q Question) (job *Job, dup bool, err error) {
 	if q.Received.IsZero() {
 		q.Received = s.now()
 	}
-	err = s.update(func(tx *bolt.Tx) error {
-		job, dup = nil, false
-		seen := tx.Bucket(bucketSeen)
-		sk := pairKey(q.App, q.DedupKey)
-		if seen.Get(sk) != nil {
-			dup = true
-			return nil
-		}
-		ts := uint64(q.Received.UnixNano())
-		if err := seen.Put(sk, appendUint64(nil, ts)); err != nil {
-			return err
-		}
-		tk := append(appendUint64(nil, ts), sk...)
-		if err := tx.Bucket(bucketSeenTime).Put(tk, nil); err != nil {
-			return err
-		}
-		if q.Kind == "" {
-			return nil
-		}
-		jobs := tx.Bucket(bucketJobs)
-		id, err := jobs.NextSequence()
-		if err != nil {
-			return err
-		}
-		j := &Job{ID: id, Question: q}
-		if err := put(jobs, idKey(id), j); err != nil {
-			return err
-		}
-		if q.Kind == KindQuestion {
-			if err := putEntry(tx, &Entry{
-				ID: id, App: q.App, User: q.User, Question: q.Text,
-				Status: StatusPending, Created: q.Received, Updated: q.Received,
-			}); err != nil {
-				return err
-			}
-		}
-		job = j
-		return nil
+	err = s.update(func(tx *bolt.Tx) (err error) {
+		job, dup, err = acceptTx(tx, q)
+		return err
 	})
 	if err != nil {
 		return nil, false, fmt.Errorf("kv: accept: %w", err)
 	}
+	if job != nil && q.Kind == KindQuestion {
+		s.noteEntries(1)
+	}
 	return job, dup, nil
+}
+
+// dedupKey is the time-ordered dedup mark of a message with a MsgTime.
+func dedupKey(q *Question) []byte {
+	secs := q.MsgTime.Unix()
+	if secs < 0 {
+		secs = 0
+	}
+	k := appendUint64(make([]byte, 0, 8+len(q.App)+1+len(q.DedupKey)), uint64(secs))
+	k = append(k, q.App...)
+	k = append(k, 0)
+	return append(k, q.DedupKey...)
+}
+
+func acceptTx(tx *bolt.Tx, q Question) (*Job, bool, error) {
+	seen := tx.Bucket(bucketSeen)
+	sk := pairKey(q.App, q.DedupKey)
+	var dk []byte
+	if !q.MsgTime.IsZero() {
+		dk = dedupKey(&q)
+		if tx.Bucket(bucketDedup).Get(dk) != nil {
+			return nil, true, nil
+		}
+	}
+	// Marks without a MsgTime, and those of older releases, are here.
+	if seen.Get(sk) != nil {
+		return nil, true, nil
+	}
+	ts := uint64(q.Received.UnixNano())
+	if dk != nil {
+		if err := tx.Bucket(bucketDedup).Put(dk, nil); err != nil {
+			return nil, false, err
+		}
+	} else {
+		if err := seen.Put(sk, appendUint64(nil, ts)); err != nil {
+			return nil, false, err
+		}
+		tk := append(appendUint64(nil, ts), sk...)
+		if err := tx.Bucket(bucketSeenTime).Put(tk, nil); err != nil {
+			return nil, false, err
+		}
+	}
+	if q.Kind == "" {
+		return nil, false, nil
+	}
+	jobs := tx.Bucket(bucketJobs)
+	id, err := jobs.NextSequence()
+	if err != nil {
+		return nil, false, err
+	}
+	j := &Job{ID: id, Question: q}
+	if err := put(jobs, idKey(id), j); err != nil {
+		return nil, false, err
+	}
+	if q.Kind == KindQuestion {
+		if err := putEntry(tx, &Entry{
+			ID: id, App: q.App, User: q.User, Question: q.Text,
+			Status: StatusPending, Created: q.Received, Updated: q.Received,
+		}); err != nil {
+			return nil, false, err
+		}
+	}
+	return j, false, nil
 }
 
 // Pending returns every job not yet done, oldest first.
@@ -271,7 +307,12 @@ func (s *Store) FinishJob(j *Job, status Status) error {
 // marks are kept for a safety window (the caller's choice), not forever.
 func (s *Store) PruneSeen(before time.Time, limit int) (int, error) {
 	n := 0
-	cut := appendUint64(nil, uint64(before.UnixNano()))
+	cut := timeKey(before)
+	secs := before.Unix()
+	if secs < 0 {
+		secs = 0
+	}
+	cutSecs := appendUint64(nil, uint64(secs))
 	err := s.update(func(tx *bolt.Tx) error {
 		n = 0
 		seen := tx.Bucket(bucketSeen)
@@ -284,6 +325,16 @@ func (s *Store) PruneSeen(before time.Time, limit int) (int, error) {
 				return err
 			}
 			if err := c.Delete(); err != nil {
+				return err
+			}
+			n++
+		}
+		dc := tx.Bucket(bucketDedup).Cursor()
+		for k, _ := dc.First(); k != nil && n < limit; k, _ = dc.First() {
+			if len(k) < 8 || bytes.Compare(k[:8], cutSecs) >= 0 {
+				break
+			}
+			if err := dc.Delete(); err != nil {
 				return err
 			}
 			n++
@@ -335,4 +386,33 @@ func (s *Store) FinishJobWith(j *Job, u EntryUpdate) error {
 // empty.
 func (s *Store) FailJob(j *Job, refID, apology string) error {
 	return s.FinishJobWith(j, EntryUpdate{Status: StatusFailed, RefID: refID, Answer: apology})
+}
+
+// PendingPage returns up to limit pending jobs with IDs greater than after,
+// oldest first, so the caller can page through a large backlog without
+// holding it all in memory: start with after = 0 and pass the last job's ID
+// next; an empty page is the end.
+func (s *Store) PendingPage(after uint64, limit int) ([]*Job, error) {
+	if limit <= 0 {
+		limit = 1000
+	}
+	var out []*Job
+	err := s.view(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketJobs).Cursor()
+		for k, v := c.Seek(idKey(after + 1)); k != nil && len(out) < limit; k, v = c.Next() {
+			if after == ^uint64(0) {
+				break
+			}
+			j := new(Job)
+			if err := decode(v, j); err != nil {
+				return err
+			}
+			out = append(out, j)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, s.corruptAtStart("pending jobs", err)
+	}
+	return out, nil
 }

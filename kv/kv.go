@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -16,21 +17,28 @@ import (
 
 // Bucket names. They are immutable values, not state.
 var (
-	bucketSeen      = []byte("seen")       // app\x00dedupKey -> received unix nanos
-	bucketSeenTime  = []byte("seen_time")  // BE(unix nanos) app\x00dedupKey -> nil, for pruning
-	bucketJobs      = []byte("jobs")       // BE(id) -> Job JSON
-	bucketConv      = []byte("conv")       // app\x00user -> Conversation JSON
-	bucketHist      = []byte("hist")       // user\x00BE(id) -> Entry JSON
-	bucketHistIndex = []byte("hist_index") // BE(id) -> user, for retention and lookups
-	bucketQuota     = []byte("quota")      // app\x00user -> quota JSON
-	bucketNonce     = []byte("nonce")      // key -> BE(expiry unix nanos)
-	bucketSession   = []byte("session")    // id -> Session JSON
-	bucketMeta      = []byte("meta")       // misc small values
-	bucketSends     = []byte("sends")      // BE(unix nanos) app\x00member -> nil, per-member send budget
+	bucketSeen     = []byte("seen")      // app\x00dedupKey -> received unix nanos
+	bucketSeenTime = []byte("seen_time") // BE(unix nanos) app\x00dedupKey -> nil, for pruning
+	bucketJobs     = []byte("jobs")      // BE(id) -> Job JSON
+	bucketConv     = []byte("conv")      // app\x00user -> Conversation JSON
+	bucketEntries  = []byte("entries")   // BE(id) -> Entry (binary, see binary.go)
+	bucketUserHist = []byte("user_hist") // fold(user)\x00BE(id) -> nil, built behind the intake
+	bucketDedup    = []byte("dedup")     // BE(msg unix seconds) app\x00dedupKey -> nil
+	bucketQuota    = []byte("quota")     // app\x00user -> quota JSON
+	bucketNonce    = []byte("nonce")     // key -> BE(expiry unix nanos)
+	bucketSession  = []byte("session")   // id -> Session JSON
+	bucketMeta     = []byte("meta")      // misc small values
+	bucketSends    = []byte("sends")     // BE(unix nanos) app\x00member -> nil, per-member send budget
 )
 
-var allBuckets = [][]byte{bucketSeen, bucketSeenTime, bucketJobs, bucketConv, bucketHist,
-	bucketHistIndex, bucketQuota, bucketNonce, bucketSession, bucketMeta, bucketSends}
+var allBuckets = [][]byte{bucketSeen, bucketSeenTime, bucketJobs, bucketConv, bucketEntries,
+	bucketUserHist, bucketDedup, bucketQuota, bucketNonce, bucketSession, bucketMeta, bucketSends}
+
+// Buckets of the previous release, migrated by Open and then dropped.
+var (
+	legacyHist      = []byte("hist")       // user\x00BE(id) -> Entry JSON
+	legacyHistIndex = []byte("hist_index") // BE(id) -> user
+)
 
 // ErrNotFound is returned when a requested record does not exist.
 var ErrNotFound = errors.New("kv: not found")
@@ -49,6 +57,15 @@ type Options struct {
 	Now func() time.Time
 	// Logger receives bbolt-level warnings; default discards.
 	Logger *slog.Logger
+	// IndexEvery is how often new history entries are added to the per-user
+	// index, in one batch (default 5 s). Entries not indexed yet are found
+	// by a scan of the newest entries, so this trades write volume (one leaf
+	// rewrite per user per batch instead of per question) for a slightly
+	// longer history query under heavy intake.
+	IndexEvery time.Duration
+	// IndexBatch starts an index batch early once this many entries wait
+	// (default 20,000), bounding that scan.
+	IndexBatch int
 	// AllowEmpty lets Open turn an existing 0-byte file into a fresh
 	// database. By default such a file is an error (*CorruptError): an empty
 	// file where a database was expected means the data is gone, and the
@@ -82,6 +99,14 @@ type Store struct {
 	max    int
 	fault  func() error
 
+	commits atomic.Uint64 // successful commits, for Stats
+
+	indexEvery time.Duration
+	indexBatch int
+	unindexed  atomic.Int64
+	indexKick  chan struct{}
+	indexDone  chan struct{}
+
 	werrMu sync.Mutex
 	werr   error // last commit-level failure, cleared by a successful commit
 }
@@ -106,6 +131,12 @@ func Open(path string, opts Options) (*Store, error) {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.IndexEvery <= 0 {
+		opts.IndexEvery = 5 * time.Second
+	}
+	if opts.IndexBatch <= 0 {
+		opts.IndexBatch = 20_000
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -142,6 +173,11 @@ func Open(path string, opts Options) (*Store, error) {
 		closed: make(chan struct{}),
 		max:    opts.MaxBatch,
 		fault:  opts.FailWrites,
+
+		indexEvery: opts.IndexEvery,
+		indexBatch: opts.IndexBatch,
+		indexKick:  make(chan struct{}, 1),
+		indexDone:  make(chan struct{}),
 	}
 	var db *bolt.DB
 	err := s.guard("open", func() (err error) {
@@ -186,7 +222,9 @@ func Open(path string, opts Options) (*Store, error) {
 		}
 		return nil, fmt.Errorf("kv: prepare %s: %w", path, err)
 	}
+	s.unindexed.Store(1) // whatever the last run left unindexed
 	go s.committer()
+	go s.indexer()
 	return s, nil
 }
 
@@ -214,6 +252,20 @@ func (s *Store) view(fn func(*bolt.Tx) error) error {
 	return s.guard("read", func() error { return s.db.View(fn) })
 }
 
+// appendBuckets only ever grow at their end (time- or id-ordered keys):
+// their pages are filled almost completely when they split, instead of
+// bbolt's default half, which halves both the pages written per commit and
+// the file size.
+var appendBuckets = [][]byte{bucketEntries, bucketJobs, bucketDedup, bucketSeenTime, bucketSends}
+
+func setFill(tx *bolt.Tx) {
+	for _, name := range appendBuckets {
+		if b := tx.Bucket(name); b != nil {
+			b.FillPercent = 0.95
+		}
+	}
+}
+
 // WriteErr returns the error of the last commit that failed at the storage
 // level (disk full, I/O error, a damaged page), or nil when no commit has
 // failed since the last one that succeeded. /healthz reports unhealthy while
@@ -230,6 +282,59 @@ func (s *Store) setWriteErr(err error) {
 	s.werrMu.Unlock()
 }
 
+// indexer adds new history entries to the per-user index in batches.
+func (s *Store) indexer() {
+	defer close(s.indexDone)
+	t := time.NewTicker(s.indexEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-t.C:
+		case <-s.indexKick:
+		}
+		if s.unindexed.Load() == 0 {
+			continue
+		}
+		if err := s.IndexHistory(); err != nil && !errors.Is(err, errStoreClosed) {
+			s.log.Warn("kv: indexing history failed; retrying later", "err", err)
+		}
+	}
+}
+
+// IndexHistory adds every history entry not indexed yet to the per-user
+// index now. The store does this by itself every Options.IndexEvery; the
+// call is for tests and for a clean shutdown.
+func (s *Store) IndexHistory() error {
+	for {
+		pending := s.unindexed.Load()
+		n := 0
+		err := s.update(func(tx *bolt.Tx) (err error) {
+			n, err = indexTx(tx, 50_000)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("kv: index history: %w", err)
+		}
+		if n < 50_000 {
+			s.unindexed.Add(-pending)
+			return nil
+		}
+	}
+}
+
+// noteEntries counts new history entries and starts an index batch early
+// when enough wait.
+func (s *Store) noteEntries(n int) {
+	if s.unindexed.Add(int64(n)) >= int64(s.indexBatch) {
+		select {
+		case s.indexKick <- struct{}{}:
+		default:
+		}
+	}
+}
+
 // Path returns the database file path.
 func (s *Store) Path() string { return s.path }
 
@@ -243,6 +348,7 @@ func (s *Store) Close() error {
 	default:
 	}
 	close(s.done)
+	<-s.indexDone
 	<-s.closed
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("kv: close: %w", err)
@@ -273,6 +379,7 @@ type Stats struct {
 	HistoryEntries int
 	SeenKeys       int
 	FileBytes      int64
+	Commits        uint64 // successful write transactions since Open
 }
 
 // Stats returns record counts.
@@ -280,14 +387,15 @@ func (s *Store) Stats() (Stats, error) {
 	var st Stats
 	err := s.view(func(tx *bolt.Tx) error {
 		st.PendingJobs = tx.Bucket(bucketJobs).Stats().KeyN
-		st.HistoryEntries = tx.Bucket(bucketHistIndex).Stats().KeyN
-		st.SeenKeys = tx.Bucket(bucketSeen).Stats().KeyN
+		st.HistoryEntries = tx.Bucket(bucketEntries).Stats().KeyN
+		st.SeenKeys = tx.Bucket(bucketSeen).Stats().KeyN + tx.Bucket(bucketDedup).Stats().KeyN
 		st.FileBytes = tx.Size()
 		return nil
 	})
 	if err != nil {
 		return st, fmt.Errorf("kv: stats: %w", err)
 	}
+	st.Commits = s.commits.Load()
 	return st, nil
 }
 
@@ -412,6 +520,7 @@ func (s *Store) runTx(fn func(*bolt.Tx) error, batch []*writeReq) error {
 	callerErr := false
 	err := s.guard("write", func() error {
 		return s.db.Update(func(tx *bolt.Tx) error {
+			setFill(tx)
 			if err := fn(tx); err != nil {
 				callerErr = true
 				return err
@@ -426,6 +535,7 @@ func (s *Store) runTx(fn func(*bolt.Tx) error, batch []*writeReq) error {
 	})
 	switch {
 	case err == nil:
+		s.commits.Add(1)
 		for _, r := range batch {
 			if !r.probe {
 				s.setWriteErr(nil)

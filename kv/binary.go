@@ -1,0 +1,159 @@
+package kv
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// History entries are stored in a compact binary form (about half the size
+// of their JSON, and no reflection): a format byte, then the fields in a
+// fixed order. Records of older releases are JSON and start with '{'; the
+// decoder reads both.
+const entryFormatV1 = 0x01
+
+var errShort = errors.New("record ends early")
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func appendTime(b []byte, t time.Time) []byte {
+	if t.IsZero() {
+		return binary.AppendVarint(b, 0)
+	}
+	return binary.AppendVarint(b, t.UnixNano())
+}
+
+func encodeEntry(e *Entry) []byte {
+	b := make([]byte, 0, 48+len(e.App)+len(e.User)+len(e.Question)+len(e.Answer)+len(e.RefID)+len(e.Status))
+	b = append(b, entryFormatV1)
+	b = appendString(b, e.User) // first, so a scan can filter by user cheaply
+	b = binary.AppendUvarint(b, e.ID)
+	b = appendString(b, e.App)
+	b = appendString(b, e.Question)
+	b = appendString(b, e.Answer)
+	b = appendString(b, string(e.Status))
+	b = binary.AppendVarint(b, int64(e.ConvSeq))
+	var fl byte
+	if e.NewConv {
+		fl |= 1
+	}
+	if e.Truncated {
+		fl |= 2
+	}
+	b = append(b, fl)
+	b = appendString(b, e.RefID)
+	b = appendTime(b, e.Created)
+	return appendTime(b, e.Updated)
+}
+
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (r *reader) uvarint() uint64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.err = errShort
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) varint() int64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(r.b)
+	if n <= 0 {
+		r.err = errShort
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) bytes() []byte {
+	n := r.uvarint()
+	if r.err != nil {
+		return nil
+	}
+	if n > uint64(len(r.b)) {
+		r.err = errShort
+		return nil
+	}
+	s := r.b[:n]
+	r.b = r.b[n:]
+	return s
+}
+
+func (r *reader) string() string { return string(r.bytes()) }
+
+func (r *reader) byte() byte {
+	if r.err != nil || len(r.b) == 0 {
+		r.err = errShort
+		return 0
+	}
+	c := r.b[0]
+	r.b = r.b[1:]
+	return c
+}
+
+func (r *reader) time() time.Time {
+	n := r.varint()
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
+}
+
+// decodeEntry reads an entry in either encoding. It copies everything out of
+// v (which may alias bbolt's memory map).
+func decodeEntry(v []byte, e *Entry) error {
+	if len(v) > 0 && v[0] == '{' {
+		return decode(v, e)
+	}
+	if len(v) == 0 || v[0] != entryFormatV1 {
+		return fmt.Errorf("kv: decode entry: unknown format (%w)", ErrCorrupt)
+	}
+	r := &reader{b: v[1:]}
+	*e = Entry{}
+	e.User = r.string()
+	e.ID = r.uvarint()
+	e.App = r.string()
+	e.Question = r.string()
+	e.Answer = r.string()
+	e.Status = Status(r.string())
+	e.ConvSeq = int(r.varint())
+	fl := r.byte()
+	e.NewConv, e.Truncated = fl&1 != 0, fl&2 != 0
+	e.RefID = r.string()
+	e.Created = r.time()
+	e.Updated = r.time()
+	if r.err != nil {
+		return fmt.Errorf("kv: decode entry: %w (%w)", r.err, ErrCorrupt)
+	}
+	return nil
+}
+
+// entryUser returns the user id of an encoded entry without decoding the
+// rest (nil if the record is not in the binary form).
+func entryUser(v []byte) []byte {
+	if len(v) == 0 || v[0] != entryFormatV1 {
+		return nil
+	}
+	r := &reader{b: v[1:]}
+	u := r.bytes()
+	if r.err != nil {
+		return nil
+	}
+	return u
+}
