@@ -66,7 +66,7 @@ func filledDB(b *testing.B, n int) string {
 			err := s.update(func(tx *bolt.Tx) error {
 				for k := i; k < i+per && k < n; k++ {
 					qq := benchQuestion(k, base.Add(time.Duration(k)*time.Millisecond))
-					j, _, err := acceptTx(tx, qq)
+					j, _, err := s.acceptTx(tx, qq)
 					if err != nil {
 						return err
 					}

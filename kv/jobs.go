@@ -80,7 +80,7 @@ func (s *Store) Accept(q Question) (job *Job, dup bool, err error) {
 		q.Received = s.now()
 	}
 	err = s.update(func(tx *bolt.Tx) (err error) {
-		job, dup, err = acceptTx(tx, q)
+		job, dup, err = s.acceptTx(tx, q)
 		return err
 	})
 	if err != nil {
@@ -104,12 +104,20 @@ func dedupKey(q *Question) []byte {
 	return append(k, q.DedupKey...)
 }
 
-func acceptTx(tx *bolt.Tx, q Question) (*Job, bool, error) {
+// acceptTx runs in the committer goroutine (as every write does), which
+// owns s.recent and s.txMarks.
+func (s *Store) acceptTx(tx *bolt.Tx, q Question) (*Job, bool, error) {
 	seen := tx.Bucket(bucketSeen)
 	sk := pairKey(q.App, q.DedupKey)
 	var dk []byte
 	if !q.MsgTime.IsZero() {
 		dk = dedupKey(&q)
+		if _, ok := s.recent[string(dk)]; ok {
+			return nil, true, nil
+		}
+		if _, ok := s.txMarks[string(dk)]; ok {
+			return nil, true, nil
+		}
 		if tx.Bucket(bucketDedup).Get(dk) != nil {
 			return nil, true, nil
 		}
@@ -120,9 +128,17 @@ func acceptTx(tx *bolt.Tx, q Question) (*Job, bool, error) {
 	}
 	ts := uint64(q.Received.UnixNano())
 	if dk != nil {
-		if err := tx.Bucket(bucketDedup).Put(dk, nil); err != nil {
+		// Appended to the log now (one page for the whole commit group),
+		// moved into the time-keyed set by the index batch.
+		lb := tx.Bucket(bucketDedupLog)
+		seq, err := lb.NextSequence()
+		if err != nil {
 			return nil, false, err
 		}
+		if err := lb.Put(idKey(seq), dk); err != nil {
+			return nil, false, err
+		}
+		s.txMarks[string(dk)] = struct{}{}
 	} else {
 		if err := seen.Put(sk, appendUint64(nil, ts)); err != nil {
 			return nil, false, err
@@ -328,6 +344,10 @@ func (s *Store) PruneSeen(before time.Time, limit int) (int, error) {
 				return err
 			}
 			n++
+		}
+		// Marks still in the log move first, so every mark is prunable.
+		if _, err := s.moveDedupLog(tx, 1<<20); err != nil {
+			return err
 		}
 		dc := tx.Bucket(bucketDedup).Cursor()
 		for k, _ := dc.First(); k != nil && n < limit; k, _ = dc.First() {

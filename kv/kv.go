@@ -24,6 +24,7 @@ var (
 	bucketEntries  = []byte("entries")   // BE(id) -> Entry (binary, see binary.go)
 	bucketUserHist = []byte("user_hist") // fold(user)\x00BE(id) -> nil, built behind the intake
 	bucketDedup    = []byte("dedup")     // BE(msg unix seconds) app\x00dedupKey -> nil
+	bucketDedupLog = []byte("dedup_log") // BE(seq) -> dedup key not yet moved into bucketDedup
 	bucketQuota    = []byte("quota")     // app\x00user -> quota JSON
 	bucketNonce    = []byte("nonce")     // key -> BE(expiry unix nanos)
 	bucketSession  = []byte("session")   // id -> Session JSON
@@ -32,7 +33,7 @@ var (
 )
 
 var allBuckets = [][]byte{bucketSeen, bucketSeenTime, bucketJobs, bucketConv, bucketEntries,
-	bucketUserHist, bucketDedup, bucketQuota, bucketNonce, bucketSession, bucketMeta, bucketSends}
+	bucketUserHist, bucketDedup, bucketDedupLog, bucketQuota, bucketNonce, bucketSession, bucketMeta, bucketSends}
 
 // Buckets of the previous release, migrated by Open and then dropped.
 var (
@@ -100,6 +101,14 @@ type Store struct {
 	fault  func() error
 
 	commits atomic.Uint64 // successful commits, for Stats
+
+	// Dedup marks in bucketDedupLog, for lookups until the index batch
+	// moves them into bucketDedup (bounded by Options.IndexBatch). Owned by
+	// the committer goroutine: only write transactions use them. txMarks
+	// are the current transaction's, merged into recent when it commits.
+	recent  map[string]struct{}
+	txMarks map[string]struct{}
+	txDone  []func() // run after the current transaction commits
 
 	indexEvery time.Duration
 	indexBatch int
@@ -177,6 +186,8 @@ func Open(path string, opts Options) (*Store, error) {
 		indexEvery: opts.IndexEvery,
 		indexBatch: opts.IndexBatch,
 		indexKick:  make(chan struct{}, 1),
+		recent:     make(map[string]struct{}),
+		txMarks:    make(map[string]struct{}),
 		indexDone:  make(chan struct{}),
 	}
 	var db *bolt.DB
@@ -213,6 +224,9 @@ func Open(path string, opts Options) (*Store, error) {
 	})
 	if err == nil {
 		err = s.migrate()
+	}
+	if err == nil {
+		err = s.loadDedupLog()
 	}
 	if err != nil {
 		_ = db.Close()
@@ -256,7 +270,7 @@ func (s *Store) view(fn func(*bolt.Tx) error) error {
 // their pages are filled almost completely when they split, instead of
 // bbolt's default half, which halves both the pages written per commit and
 // the file size.
-var appendBuckets = [][]byte{bucketEntries, bucketJobs, bucketDedup, bucketSeenTime, bucketSends}
+var appendBuckets = [][]byte{bucketEntries, bucketJobs, bucketDedup, bucketDedupLog, bucketSeenTime, bucketSends}
 
 func setFill(tx *bolt.Tx) {
 	for _, name := range appendBuckets {
@@ -311,7 +325,11 @@ func (s *Store) IndexHistory() error {
 		pending := s.unindexed.Load()
 		n := 0
 		err := s.update(func(tx *bolt.Tx) (err error) {
-			n, err = indexTx(tx, 50_000)
+			if n, err = indexTx(tx, 50_000); err != nil {
+				return err
+			}
+			m, err := s.moveDedupLog(tx, 50_000)
+			n = max(n, m)
 			return err
 		})
 		if err != nil {
@@ -322,6 +340,40 @@ func (s *Store) IndexHistory() error {
 			return nil
 		}
 	}
+}
+
+// loadDedupLog fills s.recent from the marks the last run left in the log.
+func (s *Store) loadDedupLog() error {
+	return s.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketDedupLog).ForEach(func(_, v []byte) error {
+			s.recent[string(v)] = struct{}{}
+			return nil
+		})
+	})
+}
+
+// moveDedupLog moves up to max marks from the log into the time-keyed set.
+// The batch covers the last seconds of traffic, so it rewrites the few
+// newest leaves of that set once, instead of one leaf per question.
+func (s *Store) moveDedupLog(tx *bolt.Tx, max int) (int, error) {
+	db := tx.Bucket(bucketDedup)
+	c := tx.Bucket(bucketDedupLog).Cursor()
+	var moved []string
+	for k, v := c.First(); k != nil && len(moved) < max; k, v = c.First() {
+		if err := db.Put(v, nil); err != nil {
+			return 0, err
+		}
+		moved = append(moved, string(v))
+		if err := c.Delete(); err != nil {
+			return 0, err
+		}
+	}
+	s.txDone = append(s.txDone, func() {
+		for _, k := range moved {
+			delete(s.recent, k)
+		}
+	})
+	return len(moved), nil
 }
 
 // noteEntries counts new history entries and starts an index batch early
@@ -388,7 +440,8 @@ func (s *Store) Stats() (Stats, error) {
 	err := s.view(func(tx *bolt.Tx) error {
 		st.PendingJobs = tx.Bucket(bucketJobs).Stats().KeyN
 		st.HistoryEntries = tx.Bucket(bucketEntries).Stats().KeyN
-		st.SeenKeys = tx.Bucket(bucketSeen).Stats().KeyN + tx.Bucket(bucketDedup).Stats().KeyN
+		st.SeenKeys = tx.Bucket(bucketSeen).Stats().KeyN + tx.Bucket(bucketDedup).Stats().KeyN +
+			tx.Bucket(bucketDedupLog).Stats().KeyN
 		st.FileBytes = tx.Size()
 		return nil
 	})
@@ -520,6 +573,8 @@ func (s *Store) runTx(fn func(*bolt.Tx) error, batch []*writeReq) error {
 	callerErr := false
 	err := s.guard("write", func() error {
 		return s.db.Update(func(tx *bolt.Tx) error {
+			clear(s.txMarks)
+			s.txDone = s.txDone[:0]
 			setFill(tx)
 			if err := fn(tx); err != nil {
 				callerErr = true
@@ -533,6 +588,16 @@ func (s *Store) runTx(fn func(*bolt.Tx) error, batch []*writeReq) error {
 			return nil
 		})
 	})
+	if err == nil {
+		for k := range s.txMarks {
+			s.recent[k] = struct{}{}
+		}
+		for _, f := range s.txDone {
+			f()
+		}
+	}
+	clear(s.txMarks)
+	s.txDone = s.txDone[:0]
 	switch {
 	case err == nil:
 		s.commits.Add(1)

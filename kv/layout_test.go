@@ -4,6 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -217,5 +220,79 @@ func TestOpenMigratesPreviousRelease(t *testing.T) {
 	}
 	if n, err := s.PruneHistory(created.Add(10*time.Second), 100); err != nil || n != 9 {
 		t.Fatalf("prune migrated = %d, %v", n, err)
+	}
+}
+
+// Marks waiting in the dedup log catch retries across a restart, after the
+// index batch moved them, and within one commit group; a failed commit
+// leaves no phantom mark that would swallow the retried callback.
+func TestDedupLogLifecycle(t *testing.T) {
+	var full atomic.Bool
+	path := filepath.Join(t.TempDir(), "bridge.db")
+	opts := Options{IndexEvery: time.Hour, IndexBatch: 1 << 30, FailWrites: func() error {
+		if full.Load() {
+			return syscall.ENOSPC
+		}
+		return nil
+	}}
+	s, err := Open(path, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	mk := func(i int) Question {
+		m := q("a", "u", fmt.Sprintf("m:%d", i), "x")
+		m.MsgTime = at
+		return m
+	}
+	// One winner among concurrent retries in the same commit groups.
+	var wg sync.WaitGroup
+	var wins atomic.Int32
+	for i := 0; i < 40; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, dup, err := s.Accept(mk(1)); err == nil && !dup {
+				wins.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if wins.Load() != 1 {
+		t.Fatalf("%d winners", wins.Load())
+	}
+	full.Store(true)
+	if _, _, err := s.Accept(mk(2)); err == nil {
+		t.Fatal("accept succeeded on a full disk")
+	}
+	full.Store(false)
+	if _, dup, err := s.Accept(mk(2)); err != nil || dup {
+		t.Fatalf("retry after a failed commit: dup=%v err=%v", dup, err)
+	}
+	_ = s.Close()
+
+	s, err = Open(path, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, i := range []int{1, 2} {
+		if _, dup, _ := s.Accept(mk(i)); !dup {
+			t.Fatalf("mark %d in the log lost across reopen", i)
+		}
+	}
+	if err := s.IndexHistory(); err != nil {
+		t.Fatal(err)
+	}
+	if len(s.recent) != 0 {
+		t.Fatalf("%d marks still held in memory after the move", len(s.recent))
+	}
+	for _, i := range []int{1, 2} {
+		if _, dup, _ := s.Accept(mk(i)); !dup {
+			t.Fatalf("mark %d lost by the move", i)
+		}
+	}
+	if st, _ := s.Stats(); st.SeenKeys != 2 {
+		t.Fatalf("seen keys = %d", st.SeenKeys)
 	}
 }
