@@ -86,8 +86,8 @@ func (s *Store) Accept(q Question) (job *Job, dup bool, err error) {
 	if err != nil {
 		return nil, false, fmt.Errorf("kv: accept: %w", err)
 	}
-	if job != nil && q.Kind == KindQuestion {
-		s.noteEntries(1)
+	if !dup {
+		s.noteEntries(1) // a history entry or a dedup mark for the next batch
 	}
 	return job, dup, nil
 }
@@ -157,7 +157,7 @@ func (s *Store) acceptTx(tx *bolt.Tx, q Question) (*Job, bool, error) {
 		return nil, false, err
 	}
 	j := &Job{ID: id, Question: q}
-	if err := put(jobs, idKey(id), j); err != nil {
+	if err := jobs.Put(idKey(id), encodeJob(j)); err != nil {
 		return nil, false, err
 	}
 	if q.Kind == KindQuestion {
@@ -177,7 +177,7 @@ func (s *Store) Pending() ([]*Job, error) {
 	err := s.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketJobs).ForEach(func(_, v []byte) error {
 			j := new(Job)
-			if err := decode(v, j); err != nil {
+			if err := decodeJob(v, j); err != nil {
 				return err
 			}
 			out = append(out, j)
@@ -199,7 +199,7 @@ func (s *Store) Job(id uint64) (*Job, error) {
 			return ErrNotFound
 		}
 		j = new(Job)
-		return decode(v, j)
+		return decodeJob(v, j)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("kv: job %d: %w", id, err)
@@ -215,7 +215,7 @@ func putLiveJob(tx *bolt.Tx, j *Job) error {
 	if b.Get(k) == nil {
 		return ErrNotFound
 	}
-	return put(b, k, j)
+	return b.Put(k, encodeJob(j))
 }
 
 // ignoreMissing treats a history entry already pruned by retention as
@@ -424,7 +424,7 @@ func (s *Store) PendingPage(after uint64, limit int) ([]*Job, error) {
 				break
 			}
 			j := new(Job)
-			if err := decode(v, j); err != nil {
+			if err := decodeJob(v, j); err != nil {
 				return err
 			}
 			out = append(out, j)
