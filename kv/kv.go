@@ -35,6 +35,10 @@ var (
 var allBuckets = [][]byte{bucketSeen, bucketSeenTime, bucketJobs, bucketConv, bucketEntries,
 	bucketUserHist, bucketDedup, bucketDedupLog, bucketQuota, bucketNonce, bucketSession, bucketMeta, bucketSends}
 
+// bucketHistIndex is kept as a name for backup.go's record count: there is
+// one record per history entry in bucketEntries. New code uses statsTx.
+var bucketHistIndex = bucketEntries
+
 // Buckets of the previous release, migrated by Open and then dropped.
 var (
 	legacyHist      = []byte("hist")       // user\x00BE(id) -> Entry JSON
@@ -438,11 +442,7 @@ type Stats struct {
 func (s *Store) Stats() (Stats, error) {
 	var st Stats
 	err := s.view(func(tx *bolt.Tx) error {
-		st.PendingJobs = tx.Bucket(bucketJobs).Stats().KeyN
-		st.HistoryEntries = tx.Bucket(bucketEntries).Stats().KeyN
-		st.SeenKeys = tx.Bucket(bucketSeen).Stats().KeyN + tx.Bucket(bucketDedup).Stats().KeyN +
-			tx.Bucket(bucketDedupLog).Stats().KeyN
-		st.FileBytes = tx.Size()
+		st = statsTx(tx)
 		return nil
 	})
 	if err != nil {
@@ -450,6 +450,22 @@ func (s *Store) Stats() (Stats, error) {
 	}
 	st.Commits = s.commits.Load()
 	return st, nil
+}
+
+// statsTx counts the records of a file in the current layout.
+func statsTx(tx *bolt.Tx) Stats {
+	n := func(name []byte) int {
+		if b := tx.Bucket(name); b != nil {
+			return b.Stats().KeyN
+		}
+		return 0
+	}
+	return Stats{
+		PendingJobs:    n(bucketJobs),
+		HistoryEntries: n(bucketEntries) + n(legacyHist),
+		SeenKeys:       n(bucketSeen) + n(bucketDedup) + n(bucketDedupLog),
+		FileBytes:      tx.Size(),
+	}
 }
 
 // writeReq is one caller's change waiting for the group committer.
