@@ -296,3 +296,20 @@ func TestDedupLogLifecycle(t *testing.T) {
 		t.Fatalf("seen keys = %d", st.SeenKeys)
 	}
 }
+
+// A CreateTime of 0 (missing) must not file the mark in 1970, where the
+// next prune would drop it at once and let a replay through.
+func TestDedupIgnoresBogusMessageTime(t *testing.T) {
+	now := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	s := openTest(t, Options{Now: func() time.Time { return now }})
+	m := q("a", "u", "m:1", "x")
+	m.Received = now
+	m.MsgTime = time.Unix(0, 0)
+	_, _, _ = s.Accept(m)
+	if _, err := s.PruneSeen(now.Add(-time.Hour), 100); err != nil {
+		t.Fatal(err)
+	}
+	if _, dup, _ := s.Accept(m); !dup {
+		t.Fatal("mark with CreateTime 0 pruned as ancient")
+	}
+}
