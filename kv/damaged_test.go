@@ -78,6 +78,17 @@ func useAll(path string) error {
 	if _, _, err := s.Accept(q("a", "new", "m:new", "x")); err != nil {
 		return err
 	}
+	m := q("a", "new", "m:new2", "x")
+	m.MsgTime = time.Now()
+	if _, _, err := s.Accept(m); err != nil {
+		return err
+	}
+	if err := s.IndexHistory(); err != nil {
+		return err
+	}
+	if _, err := s.PruneSeen(farFuture, 1000); err != nil {
+		return err
+	}
 	if _, err := s.PruneHistory(farFuture, 1000); err != nil {
 		return err
 	}
