@@ -1,6 +1,7 @@
 package kv
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -81,20 +82,19 @@ type boltMeta struct {
 // bbolt will follow from the newest valid meta page lies inside the file, is
 // of the right type, and that every element of it stays inside the page.
 type checker struct {
-	f      io.ReaderAt
-	size   int64
-	meta   boltMeta
-	ps     int64
-	seen   []uint64 // bitmap of reachable pages
-	pages  int      // pages read
-	budget int      // stop reading leaves of data buckets after this many pages (<=0: no limit)
-	buf    []byte
+	f     io.ReaderAt
+	size  int64
+	meta  boltMeta
+	ps    int64
+	seen  []uint64 // bitmap of reachable pages
+	pages int      // pages read
+	buf   []byte
 }
 
 // checkFile verifies the structure of the bbolt file at path. It returns nil
 // for a sound file, a *CorruptError for a damaged one, and another error when
-// the file cannot be read. budget bounds the pages read (0: all).
-func checkFile(path string, budget int, lockTimeout time.Duration) error {
+// the file cannot be read.
+func checkFile(path string, lockTimeout time.Duration) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("kv: check %s: %w", path, err)
@@ -110,7 +110,7 @@ func checkFile(path string, budget int, lockTimeout time.Duration) error {
 	if err != nil {
 		return fmt.Errorf("kv: check %s: %w", path, err)
 	}
-	c := &checker{f: f, size: st.Size(), budget: budget}
+	c := &checker{f: f, size: st.Size()}
 	if reason := c.run(); reason != "" {
 		return &CorruptError{Path: path, Reason: reason}
 	}
@@ -141,7 +141,7 @@ func (c *checker) run() string {
 			return r
 		}
 	}
-	if r := c.walk(m.root, 0, true); r != "" {
+	if _, r := c.walk(m.root, 0, true, nil, nil); r != "" {
 		return r
 	}
 	for _, id := range free {
@@ -296,82 +296,116 @@ func (c *checker) readFreelist(id uint64) ([]uint64, string) {
 
 // walk checks the tree of one bucket rooted at page id. top is true for the
 // root bucket (whose leaves hold the daemon's buckets and are always read).
-func (c *checker) walk(id uint64, depth int, top bool) string {
+//
+// Keys must ascend within each page and stay inside the range the parent
+// branch gives (min inclusive, max exclusive; nil is open), exactly as
+// bbolt's own check wants: bbolt rebuilds its freelist at open with that
+// check (Options.NoFreelistSync) and would panic on a goroutine of its own
+// at the first violation. It returns the largest key of the subtree.
+func (c *checker) walk(id uint64, depth int, top bool, min, max []byte) ([]byte, string) {
 	if depth > maxCheckDepth {
-		return fmt.Sprintf("page %d: the tree is deeper than %d levels (a cycle?)", id, maxCheckDepth)
+		return nil, fmt.Sprintf("page %d: the tree is deeper than %d levels (a cycle?)", id, maxCheckDepth)
 	}
 	p, r := c.readPage(id, flagBranch, flagLeaf)
 	if r != "" {
-		return r
+		return nil, r
 	}
-	return c.walkPage(id, p, depth, top)
+	return c.walkPage(id, p, depth, top, min, max)
+}
+
+func keyOrder(id uint64, i int, key, prev, max []byte) string {
+	if prev != nil && (bytes.Compare(prev, key) > 0 || (i > 0 && bytes.Equal(prev, key))) {
+		return fmt.Sprintf("page %d: key %d is out of order", id, i)
+	}
+	if max != nil && bytes.Compare(key, max) >= 0 {
+		return fmt.Sprintf("page %d: key %d is beyond its parent's range", id, i)
+	}
+	return ""
 }
 
 // walkPage checks an already read page (a real one, or a bucket's inline
 // page, id 0) and descends.
-func (c *checker) walkPage(id uint64, p []byte, depth int, top bool) string {
+func (c *checker) walkPage(id uint64, p []byte, depth int, top bool, min, max []byte) ([]byte, string) {
 	le := binary.LittleEndian
 	if len(p) < pageHeaderSize {
-		return fmt.Sprintf("page %d is shorter than a page header", id)
+		return nil, fmt.Sprintf("page %d is shorter than a page header", id)
 	}
 	flags, count := le.Uint16(p[8:]), int(le.Uint16(p[10:]))
 	switch flags {
 	case flagBranch:
 		if count == 0 {
-			return fmt.Sprintf("branch page %d has no elements", id)
+			return nil, fmt.Sprintf("branch page %d has no elements", id)
 		}
 		if pageHeaderSize+count*branchElemSize > len(p) {
-			return fmt.Sprintf("branch page %d claims %d elements, more than it holds", id, count)
+			return nil, fmt.Sprintf("branch page %d claims %d elements, more than it holds", id, count)
 		}
 		kids := make([]uint64, count)
+		keys := make([][]byte, count)
 		for i := 0; i < count; i++ {
 			e := pageHeaderSize + i*branchElemSize
 			pos, ksize := int64(le.Uint32(p[e:])), int64(le.Uint32(p[e+4:]))
 			if int64(e)+pos+ksize > int64(len(p)) {
-				return fmt.Sprintf("branch page %d: element %d points past the page", id, i)
+				return nil, fmt.Sprintf("branch page %d: element %d points past the page", id, i)
 			}
+			keys[i] = p[int64(e)+pos : int64(e)+pos+ksize]
 			kids[i] = le.Uint64(p[e+8:])
 		}
-		for _, k := range kids {
-			if c.budget > 0 && c.pages >= c.budget && !top {
-				return ""
+		running := min
+		for i, k := range kids {
+			if r := keyOrder(id, i, keys[i], running, max); r != "" {
+				return nil, r
 			}
-			if r := c.walk(k, depth+1, top); r != "" {
-				return r
+			childMax := max
+			if i < count-1 {
+				childMax = keys[i+1]
 			}
+			sub, r := c.walk(k, depth+1, top, keys[i], childMax)
+			if r != "" {
+				return nil, r
+			}
+			running = sub
 		}
+		return running, ""
 	case flagLeaf:
 		if pageHeaderSize+count*leafElemSize > len(p) {
-			return fmt.Sprintf("leaf page %d claims %d elements, more than it holds", id, count)
+			return nil, fmt.Sprintf("leaf page %d claims %d elements, more than it holds", id, count)
 		}
+		running := min
 		for i := 0; i < count; i++ {
 			e := pageHeaderSize + i*leafElemSize
 			fl, pos := le.Uint32(p[e:]), int64(le.Uint32(p[e+4:]))
 			ksize, vsize := int64(le.Uint32(p[e+8:])), int64(le.Uint32(p[e+12:]))
 			start := int64(e) + pos + ksize
-			if start+vsize > int64(len(p)) {
-				return fmt.Sprintf("leaf page %d: element %d points past the page", id, i)
+			if start+vsize > int64(len(p)) || pos < 0 {
+				return nil, fmt.Sprintf("leaf page %d: element %d points past the page", id, i)
 			}
+			key := p[int64(e)+pos : start]
+			if id != 0 { // bbolt's check skips inline buckets
+				if r := keyOrder(id, i, key, running, max); r != "" {
+					return nil, r
+				}
+			}
+			running = key
 			if fl&leafFlagBucket == 0 {
 				continue
 			}
 			v := p[start : start+vsize]
 			if len(v) < bucketHeaderSize {
-				return fmt.Sprintf("leaf page %d: bucket element %d is too short", id, i)
+				return nil, fmt.Sprintf("leaf page %d: bucket element %d is too short", id, i)
 			}
 			root := le.Uint64(v)
 			if root == 0 {
-				if r := c.walkPage(0, v[bucketHeaderSize:], depth+1, false); r != "" {
-					return "inline bucket in " + r
+				if _, r := c.walkPage(0, v[bucketHeaderSize:], depth+1, false, nil, nil); r != "" {
+					return nil, "inline bucket in " + r
 				}
 				continue
 			}
-			if r := c.walk(root, depth+1, false); r != "" {
-				return r
+			if _, r := c.walk(root, depth+1, false, nil, nil); r != "" {
+				return nil, r
 			}
 		}
+		return running, ""
 	default:
-		return fmt.Sprintf("page %d has unexpected type flags %#x", id, flags)
+		return nil, fmt.Sprintf("page %d has unexpected type flags %#x", id, flags)
 	}
-	return ""
 }

@@ -34,7 +34,11 @@
 // Open checks an existing file before bbolt maps it: both meta pages, the
 // file size against the high water mark, and a walk over every page bbolt
 // can reach (read with plain reads, so a damaged page is an error, not a
-// fault), with the freelist checked against the pages in use. A damaged or
+// fault), with key order checked as bbolt's own check wants it and the
+// freelist (when the file has one) against the pages in use. bbolt then
+// rebuilds its freelist by a similar walk (NoFreelistSync: the freelist is
+// never written per commit). Together about 1.2 s for a 1.1 GB file with a
+// warm page cache. A damaged or
 // 0-byte file is refused with a *CorruptError naming the file and the way to
 // recover (restore a `wecom-bridge backup`, or move the file away). Every
 // transaction also runs with panics and memory faults recovered into a

@@ -178,7 +178,7 @@ func BenchmarkOpenCheck(b *testing.B) {
 	fi, _ := os.Stat(p)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if err := checkFile(p, 0, time.Second); err != nil {
+		if err := checkFile(p, time.Second); err != nil {
 			b.Fatal(err)
 		}
 	}

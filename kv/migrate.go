@@ -11,7 +11,7 @@ import (
 // migrateChunk is how many legacy entries one migration transaction moves,
 // so a large file is converted in bounded transactions and a crash part way
 // simply resumes at the next Open.
-const migrateChunk = 5000
+var migrateChunk = 50_000 // a variable so the test can make several chunks cheaply
 
 // migrate brings records written by older releases up to date. It runs in
 // Open, before the committer starts: history entries of the previous
@@ -45,17 +45,12 @@ func (s *Store) migrateChunk() (n int, more bool, err error) {
 			if old == nil {
 				return nil
 			}
+			setFill(tx)
 			eb, ub := tx.Bucket(bucketEntries), tx.Bucket(bucketUserHist)
-			wm := indexedUpTo(tx)
-			c := old.Cursor()
-			for k, v := c.First(); k != nil; k, v = c.First() {
-				if n == migrateChunk {
-					more = true
-					break
-				}
+			move := func(k, v []byte) error {
 				var e Entry
 				if err := decode(v, &e); err != nil {
-					return s.corruptAtStart("history entry "+fmt.Sprintf("%q", k), err)
+					return s.corruptAtStart(fmt.Sprintf("history entry %q", k), err)
 				}
 				if len(k) >= 8 {
 					e.ID = binary.BigEndian.Uint64(k[len(k)-8:])
@@ -63,24 +58,52 @@ func (s *Store) migrateChunk() (n int, more bool, err error) {
 				if err := eb.Put(idKey(e.ID), encodeEntry(&e)); err != nil {
 					return err
 				}
-				if err := ub.Put(histKey(asciiLower(e.User), e.ID), nil); err != nil {
-					return err
-				}
-				if e.ID > wm {
-					wm = e.ID
-				}
-				if err := c.Delete(); err != nil {
-					return err
-				}
-				n++
+				return ub.Put(histKey(asciiLower(e.User), e.ID), nil)
 			}
-			if n > 0 {
+			// In id order (through the old id index), so the new entries
+			// append; the watermark records the progress, so a crash part
+			// way resumes where it stopped.
+			wm := indexedUpTo(tx)
+			if idx := tx.Bucket(legacyHistIndex); idx != nil {
+				c := idx.Cursor()
+				for k, user := c.Seek(idKey(wm + 1)); k != nil; k, user = c.Next() {
+					if n == migrateChunk {
+						more = true
+						break
+					}
+					id := binary.BigEndian.Uint64(k)
+					hk := histKey(string(user), id)
+					if v := old.Get(hk); v != nil {
+						if err := move(hk, v); err != nil {
+							return err
+						}
+					}
+					wm = id
+					n++
+				}
 				if err := tx.Bucket(bucketMeta).Put(metaIndexed, idKey(wm)); err != nil {
 					return err
 				}
+				if more {
+					return nil
+				}
 			}
-			if more {
-				return nil
+			// Entries the old index missed, if any; then the old buckets go.
+			err := old.ForEach(func(k, v []byte) error {
+				if len(k) < 8 || eb.Get(k[len(k)-8:]) != nil {
+					return nil
+				}
+				n++
+				if id := binary.BigEndian.Uint64(k[len(k)-8:]); id > wm {
+					wm = id
+				}
+				return move(k, v)
+			})
+			if err != nil {
+				return err
+			}
+			if err := tx.Bucket(bucketMeta).Put(metaIndexed, idKey(wm)); err != nil {
+				return err
 			}
 			if err := tx.DeleteBucket(legacyHist); err != nil {
 				return err
