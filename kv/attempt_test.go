@@ -2,6 +2,7 @@ package kv
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 )
 
@@ -31,5 +32,36 @@ func TestStartAttempt(t *testing.T) {
 	}
 	if err := s.StartAttempt(j); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("start after finish: %v", err)
+	}
+}
+
+func TestPendingPage(t *testing.T) {
+	s := openTest(t, Options{NoSync: true})
+	var ids []uint64
+	for i := 0; i < 25; i++ {
+		j, _, _ := s.Accept(q("a", "u", fmt.Sprintf("m:%d", i), "q"))
+		ids = append(ids, j.ID)
+	}
+	_ = s.FinishJob(&Job{ID: ids[3]}, "")
+	var got []uint64
+	after := uint64(0)
+	for pages := 0; ; pages++ {
+		page, err := s.PendingPage(after, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) == 0 {
+			break
+		}
+		if len(page) > 10 || pages > 3 {
+			t.Fatalf("page of %d, pages %d", len(page), pages)
+		}
+		for _, j := range page {
+			got = append(got, j.ID)
+		}
+		after = page[len(page)-1].ID
+	}
+	if len(got) != 24 || got[0] != ids[0] || got[3] != ids[4] || got[23] != ids[24] {
+		t.Fatalf("paged %v", got)
 	}
 }

@@ -33,7 +33,7 @@ type Conversation struct {
 // returned as the zero value.
 func (s *Store) Conversation(app, user string) (Conversation, error) {
 	var c Conversation
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketConv).Get(pairKey(app, user))
 		if v == nil {
 			return nil

@@ -17,6 +17,39 @@
 // callbacks under load while a lone caller is committed at once, with no
 // batching delay.
 //
+// # Layout and write volume
+//
+// Each commit rewrites whole 4 KB pages, so what costs is the number of
+// distinct pages a commit touches, not record size. Hot records therefore
+// use keys that grow at the end: history entries by id (bucket "entries",
+// compact binary, see binary.go), pending jobs by id, dedup marks by the
+// message's own CreateTime when the caller gives Question.MsgTime, send
+// stamps by time. The per-user history index ("user_hist", case-folded user
+// ids) is built behind the intake in batches (Options.IndexEvery), and
+// History scans the short unindexed tail directly. Files of the previous
+// release (JSON history keyed by user) are migrated by Open.
+//
+// # Damaged files and write failures
+//
+// Open checks an existing file before bbolt maps it: both meta pages, the
+// file size against the high water mark, and a walk over every page bbolt
+// can reach (read with plain reads, so a damaged page is an error, not a
+// fault), with key order checked as bbolt's own check wants it and the
+// freelist (when the file has one) against the pages in use. bbolt then
+// rebuilds its freelist by a similar walk (NoFreelistSync: the freelist is
+// never written per commit). Together about 1.2 s for a 1.1 GB file with a
+// warm page cache. A damaged or
+// 0-byte file is refused with a *CorruptError naming the file and the way to
+// recover (restore a `wecom-bridge backup`, or move the file away). Every
+// transaction also runs with panics and memory faults recovered into a
+// *CorruptError, so damage the check cannot see fails a call, not the
+// process.
+//
+// A commit that fails at the storage level (ENOSPC, EIO) is rolled back as a
+// whole and fails every caller in its group; Store.WriteErr reports it until
+// a later commit succeeds, and Ping fails meanwhile. Options.FailWrites
+// injects such failures in tests.
+//
 // # Caveats
 //
 //   - bbolt takes an exclusive file lock: only one process may open the file.

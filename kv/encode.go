@@ -36,7 +36,7 @@ func put(b interface{ Put(k, v []byte) error }, key []byte, v any) error {
 
 func decode(data []byte, v any) error {
 	if err := json.Unmarshal(data, v); err != nil {
-		return fmt.Errorf("kv: decode: %w", err)
+		return fmt.Errorf("kv: decode: %w (%w)", err, ErrCorrupt)
 	}
 	return nil
 }

@@ -10,19 +10,13 @@ import (
 // "dislike", or "" when withdrawn) and their comment.
 func (s *Store) SetEntryFeedback(user string, id uint64, rating, comment string) error {
 	err := s.update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketHist)
-		k := histKey(user, id)
-		v := b.Get(k)
-		if v == nil {
-			return ErrNotFound
-		}
 		var e Entry
-		if err := decode(v, &e); err != nil {
+		if err := getEntry(tx, user, id, &e); err != nil {
 			return err
 		}
 		e.Feedback, e.FeedbackComment = rating, comment
 		e.Updated = s.now()
-		return put(b, k, &e)
+		return putEntry(tx, &e)
 	})
 	if err != nil {
 		return fmt.Errorf("kv: set feedback %d: %w", id, err)

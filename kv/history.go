@@ -45,22 +45,45 @@ type Entry struct {
 	Updated         time.Time `json:"updated"`
 }
 
-func putEntry(tx *bolt.Tx, e *Entry) error {
-	if err := put(tx.Bucket(bucketHist), histKey(e.User, e.ID), e); err != nil {
-		return err
+// History layout: bucketEntries holds every entry under BE(id), so a new
+// entry appends to the newest leaf; bucketUserHist is the per-user index,
+// fold(user)\x00BE(id) -> nil. The index is built behind the intake in large
+// batches (Store.indexEntries): entries with an id above the watermark in
+// bucketMeta are not indexed yet, and History scans that short tail instead.
+// User ids are folded to ASCII lower case in keys (WeCom compares them
+// case-insensitively); Entry.User keeps the id as WeCom sent it.
+
+var metaIndexed = []byte("hist_indexed") // BE(id): entries up to it are in bucketUserHist
+
+func indexedUpTo(tx *bolt.Tx) uint64 {
+	if v := tx.Bucket(bucketMeta).Get(metaIndexed); len(v) == 8 {
+		return binary.BigEndian.Uint64(v)
 	}
-	return tx.Bucket(bucketHistIndex).Put(idKey(e.ID), []byte(e.User))
+	return 0
 }
 
-func updateEntry(tx *bolt.Tx, user string, id uint64, now time.Time, u *EntryUpdate) error {
-	b := tx.Bucket(bucketHist)
-	k := histKey(user, id)
-	v := b.Get(k)
+func putEntry(tx *bolt.Tx, e *Entry) error {
+	return tx.Bucket(bucketEntries).Put(idKey(e.ID), encodeEntry(e))
+}
+
+// getEntry returns the entry id if it belongs to user (ignoring ASCII case).
+func getEntry(tx *bolt.Tx, user string, id uint64, e *Entry) error {
+	v := tx.Bucket(bucketEntries).Get(idKey(id))
 	if v == nil {
 		return ErrNotFound
 	}
+	if err := decodeEntry(v, e); err != nil {
+		return err
+	}
+	if !asciiEqualFold(e.User, user) {
+		return ErrNotFound
+	}
+	return nil
+}
+
+func updateEntry(tx *bolt.Tx, user string, id uint64, now time.Time, u *EntryUpdate) error {
 	var e Entry
-	if err := decode(v, &e); err != nil {
+	if err := getEntry(tx, user, id, &e); err != nil {
 		return err
 	}
 	if u.Answer != "" {
@@ -79,7 +102,36 @@ func updateEntry(tx *bolt.Tx, user string, id uint64, now time.Time, u *EntryUpd
 		e.Status = u.Status
 	}
 	e.Updated = now
-	return put(b, k, &e)
+	return putEntry(tx, &e)
+}
+
+// indexTx adds up to max unindexed entries to the per-user index and moves
+// the watermark; it returns how many it indexed.
+func indexTx(tx *bolt.Tx, max int) (int, error) {
+	wm := indexedUpTo(tx)
+	ub := tx.Bucket(bucketUserHist)
+	c := tx.Bucket(bucketEntries).Cursor()
+	n := 0
+	for k, v := c.Seek(idKey(wm + 1)); k != nil && n < max; k, v = c.Next() {
+		id := binary.BigEndian.Uint64(k)
+		u := entryUser(v)
+		if u == nil {
+			var e Entry
+			if err := decodeEntry(v, &e); err != nil {
+				return n, err
+			}
+			u = []byte(e.User)
+		}
+		if err := ub.Put(histKey(asciiLower(string(u)), id), nil); err != nil {
+			return n, err
+		}
+		wm = id
+		n++
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	return n, tx.Bucket(bucketMeta).Put(metaIndexed, idKey(wm))
 }
 
 // SetEntryStatus changes the status of a history entry.
@@ -106,7 +158,8 @@ type HistoryQuery struct {
 }
 
 // History returns a page of the user's entries, newest first, and the cursor
-// for the next page (0 when there is none).
+// for the next page (0 when there is none). The user id is matched ignoring
+// ASCII case.
 func (s *Store) History(q HistoryQuery) (entries []Entry, next uint64, err error) {
 	if q.Limit <= 0 {
 		q.Limit = 20
@@ -115,37 +168,80 @@ func (s *Store) History(q HistoryQuery) (entries []Entry, next uint64, err error
 		q.Limit = 500
 	}
 	needle := []byte(asciiLower(q.Search))
-	prefix := append([]byte(q.User), 0)
-	err = s.db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketHist).Cursor()
+	user := asciiLower(q.User)
+	prefix := append([]byte(user), 0)
+	err = s.view(func(tx *bolt.Tx) error {
+		entries, next = nil, 0
 		before := q.Before
 		if before == 0 {
 			before = ^uint64(0)
 		}
-		// Seek lands on the first key >= the cursor; the page starts just
-		// before it (the cursor itself is exclusive).
-		k, v := c.Seek(histKey(q.User, before))
+		// add takes one candidate, newest first; it reports false when the
+		// page is full (and sets the cursor).
+		add := func(v []byte) (bool, error) {
+			if len(needle) > 0 && !containsFold(v, needle) {
+				return true, nil
+			}
+			var e Entry
+			if err := decodeEntry(v, &e); err != nil {
+				return false, err
+			}
+			if len(needle) > 0 && !containsFold([]byte(e.Question), needle) && !containsFold([]byte(e.Answer), needle) {
+				return true, nil // the raw match was in another field
+			}
+			if len(entries) == q.Limit {
+				next = entries[len(entries)-1].ID
+				return false, nil
+			}
+			entries = append(entries, e)
+			return true, nil
+		}
+		eb := tx.Bucket(bucketEntries)
+		wm := indexedUpTo(tx)
+		// The unindexed tail (ids above the watermark), scanned directly.
+		c := eb.Cursor()
+		k, v := c.Seek(idKey(before))
 		if k == nil {
 			k, v = c.Last()
 		} else {
 			k, v = c.Prev()
 		}
-		for ; k != nil && bytes.HasPrefix(k, prefix) && len(k) == len(prefix)+8; k, v = c.Prev() {
-			if len(needle) > 0 && !containsFold(v, needle) {
+		for ; k != nil && binary.BigEndian.Uint64(k) > wm; k, v = c.Prev() {
+			u := entryUser(v)
+			if u == nil {
+				var e Entry
+				if err := decodeEntry(v, &e); err != nil {
+					return err
+				}
+				u = []byte(e.User)
+			}
+			if !asciiEqualFold(string(u), user) {
 				continue
 			}
-			if len(entries) == q.Limit {
-				next = entries[len(entries)-1].ID
-				return nil
-			}
-			var e Entry
-			if err := decode(v, &e); err != nil {
+			if more, err := add(v); err != nil || !more {
 				return err
 			}
-			if len(needle) > 0 && !containsFold([]byte(e.Question), needle) && !containsFold([]byte(e.Answer), needle) {
-				continue // the raw match was in another field or an escape
+		}
+		// The indexed part.
+		start := before
+		if wm < ^uint64(0) && wm+1 < start {
+			start = wm + 1
+		}
+		ic := tx.Bucket(bucketUserHist).Cursor()
+		k, _ = ic.Seek(histKey(user, start))
+		if k == nil {
+			k, _ = ic.Last()
+		} else {
+			k, _ = ic.Prev()
+		}
+		for ; k != nil && bytes.HasPrefix(k, prefix) && len(k) == len(prefix)+8; k, _ = ic.Prev() {
+			v := eb.Get(k[len(prefix):])
+			if v == nil {
+				continue // pruned
 			}
-			entries = append(entries, e)
+			if more, err := add(v); err != nil || !more {
+				return err
+			}
 		}
 		return nil
 	})
@@ -153,6 +249,26 @@ func (s *Store) History(q HistoryQuery) (entries []Entry, next uint64, err error
 		return nil, 0, fmt.Errorf("kv: history: %w", err)
 	}
 	return entries, next, nil
+}
+
+// asciiEqualFold reports whether a and b are equal ignoring ASCII case.
+func asciiEqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
 }
 
 // containsFold is a cheap pre-filter over the encoded entry: it reports
@@ -199,16 +315,10 @@ func asciiLower(s string) string {
 	return string(b)
 }
 
-// Entry returns one history entry of a user.
+// Entry returns one history entry of a user (matched ignoring ASCII case).
 func (s *Store) Entry(user string, id uint64) (Entry, error) {
 	var e Entry
-	err := s.db.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketHist).Get(histKey(user, id))
-		if v == nil {
-			return ErrNotFound
-		}
-		return decode(v, &e)
-	})
+	err := s.view(func(tx *bolt.Tx) error { return getEntry(tx, user, id, &e) })
 	if err != nil {
 		return e, fmt.Errorf("kv: entry: %w", err)
 	}
@@ -222,28 +332,23 @@ func (s *Store) PruneHistory(before time.Time, limit int) (int, error) {
 	n := 0
 	err := s.update(func(tx *bolt.Tx) error {
 		n = 0
-		hist := tx.Bucket(bucketHist)
 		jobs := tx.Bucket(bucketJobs)
-		c := tx.Bucket(bucketHistIndex).Cursor()
+		ub := tx.Bucket(bucketUserHist)
+		c := tx.Bucket(bucketEntries).Cursor()
 		for k, v := c.First(); k != nil && n < limit; {
-			id := binary.BigEndian.Uint64(k)
-			hk := histKey(string(v), id)
-			raw := hist.Get(hk)
-			if raw != nil {
-				var e Entry
-				if err := decode(raw, &e); err != nil {
-					return err
-				}
-				if !e.Created.Before(before) {
-					return nil // the index is in id order, which is time order
-				}
-				if jobs.Get(k) != nil {
-					k, v = c.Next()
-					continue
-				}
-				if err := hist.Delete(hk); err != nil {
-					return err
-				}
+			var e Entry
+			if err := decodeEntry(v, &e); err != nil {
+				return err
+			}
+			if !e.Created.Before(before) {
+				return nil // ids are in time order
+			}
+			if jobs.Get(k) != nil {
+				k, v = c.Next()
+				continue
+			}
+			if err := ub.Delete(histKey(asciiLower(e.User), e.ID)); err != nil {
+				return err
 			}
 			next := append([]byte(nil), k...)
 			if err := c.Delete(); err != nil {

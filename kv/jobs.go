@@ -29,6 +29,12 @@ type Question struct {
 	MsgType  string    `json:"msg_type,omitempty"`
 	Event    string    `json:"event,omitempty"`
 	Received time.Time `json:"received"`
+	// MsgTime is the message's own CreateTime, the same in each of WeCom's
+	// retries (optional; ignored when zero or before 2000). With it, Accept
+	// appends the dedup mark to a log and files it by that time, instead of
+	// rewriting a random leaf of the MsgId-keyed set (about 7 KB less
+	// written per accepted callback).
+	MsgTime time.Time `json:"msg_time,omitzero"`
 
 	// The AI bot channel: Chat is the group's chatid ("" in a one-to-one
 	// chat), ReqID the callback's req_id to answer on, and ConvOwner the
@@ -96,58 +102,110 @@ func (s *Store) Accept(q Question) (job *Job, dup bool, err error) {
 	if q.Received.IsZero() {
 		q.Received = s.now()
 	}
-	err = s.update(func(tx *bolt.Tx) error {
-		job, dup = nil, false
-		seen := tx.Bucket(bucketSeen)
-		sk := pairKey(q.App, q.DedupKey)
-		if seen.Get(sk) != nil {
-			dup = true
-			return nil
-		}
-		ts := uint64(q.Received.UnixNano())
-		if err := seen.Put(sk, appendUint64(nil, ts)); err != nil {
-			return err
-		}
-		tk := append(appendUint64(nil, ts), sk...)
-		if err := tx.Bucket(bucketSeenTime).Put(tk, nil); err != nil {
-			return err
-		}
-		if q.Kind == "" {
-			return nil
-		}
-		jobs := tx.Bucket(bucketJobs)
-		id, err := jobs.NextSequence()
-		if err != nil {
-			return err
-		}
-		j := &Job{ID: id, Question: q}
-		if err := put(jobs, idKey(id), j); err != nil {
-			return err
-		}
-		if q.Kind == KindQuestion {
-			if err := putEntry(tx, &Entry{
-				ID: id, App: q.App, User: q.User, Question: q.Text, Chat: q.Chat,
-				Status: StatusPending, Created: q.Received, Updated: q.Received,
-			}); err != nil {
-				return err
-			}
-		}
-		job = j
-		return nil
+	err = s.update(func(tx *bolt.Tx) (err error) {
+		job, dup, err = s.acceptTx(tx, q)
+		return err
 	})
 	if err != nil {
 		return nil, false, fmt.Errorf("kv: accept: %w", err)
 	}
+	if !dup {
+		s.noteEntries(1) // a history entry or a dedup mark for the next batch
+	}
 	return job, dup, nil
+}
+
+// minMsgTime: a MsgTime before it (a missing CreateTime parsed as 0, say) is
+// ignored, so the mark goes to the MsgId-keyed set and is not pruned as
+// ancient at the next PruneSeen.
+var minMsgTime = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// dedupKey is the time-ordered dedup mark of a message with a MsgTime.
+func dedupKey(q *Question) []byte {
+	secs := q.MsgTime.Unix()
+	if secs < 0 {
+		secs = 0
+	}
+	k := appendUint64(make([]byte, 0, 8+len(q.App)+1+len(q.DedupKey)), uint64(secs))
+	k = append(k, q.App...)
+	k = append(k, 0)
+	return append(k, q.DedupKey...)
+}
+
+// acceptTx runs in the committer goroutine (as every write does), which
+// owns s.recent and s.txMarks.
+func (s *Store) acceptTx(tx *bolt.Tx, q Question) (*Job, bool, error) {
+	seen := tx.Bucket(bucketSeen)
+	sk := pairKey(q.App, q.DedupKey)
+	var dk []byte
+	if q.MsgTime.After(minMsgTime) {
+		dk = dedupKey(&q)
+		if _, ok := s.recent[string(dk)]; ok {
+			return nil, true, nil
+		}
+		if _, ok := s.txMarks[string(dk)]; ok {
+			return nil, true, nil
+		}
+		if tx.Bucket(bucketDedup).Get(dk) != nil {
+			return nil, true, nil
+		}
+	}
+	// Marks without a MsgTime, and those of older releases, are here.
+	if seen.Get(sk) != nil {
+		return nil, true, nil
+	}
+	ts := uint64(q.Received.UnixNano())
+	if dk != nil {
+		// Appended to the log now (one page for the whole commit group),
+		// moved into the time-keyed set by the index batch.
+		lb := tx.Bucket(bucketDedupLog)
+		seq, err := lb.NextSequence()
+		if err != nil {
+			return nil, false, err
+		}
+		if err := lb.Put(idKey(seq), dk); err != nil {
+			return nil, false, err
+		}
+		s.txMarks[string(dk)] = struct{}{}
+	} else {
+		if err := seen.Put(sk, appendUint64(nil, ts)); err != nil {
+			return nil, false, err
+		}
+		tk := append(appendUint64(nil, ts), sk...)
+		if err := tx.Bucket(bucketSeenTime).Put(tk, nil); err != nil {
+			return nil, false, err
+		}
+	}
+	if q.Kind == "" {
+		return nil, false, nil
+	}
+	jobs := tx.Bucket(bucketJobs)
+	id, err := jobs.NextSequence()
+	if err != nil {
+		return nil, false, err
+	}
+	j := &Job{ID: id, Question: q}
+	if err := jobs.Put(idKey(id), encodeJob(j)); err != nil {
+		return nil, false, err
+	}
+	if q.Kind == KindQuestion {
+		if err := putEntry(tx, &Entry{
+			ID: id, App: q.App, User: q.User, Question: q.Text, Chat: q.Chat,
+			Status: StatusPending, Created: q.Received, Updated: q.Received,
+		}); err != nil {
+			return nil, false, err
+		}
+	}
+	return j, false, nil
 }
 
 // Pending returns every job not yet done, oldest first.
 func (s *Store) Pending() ([]*Job, error) {
 	var out []*Job
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketJobs).ForEach(func(_, v []byte) error {
 			j := new(Job)
-			if err := decode(v, j); err != nil {
+			if err := decodeJob(v, j); err != nil {
 				return err
 			}
 			out = append(out, j)
@@ -155,7 +213,7 @@ func (s *Store) Pending() ([]*Job, error) {
 		})
 	})
 	if err != nil {
-		return nil, fmt.Errorf("kv: pending: %w", err)
+		return nil, s.corruptAtStart("pending jobs", err)
 	}
 	return out, nil
 }
@@ -163,13 +221,13 @@ func (s *Store) Pending() ([]*Job, error) {
 // Job returns one pending job.
 func (s *Store) Job(id uint64) (*Job, error) {
 	var j *Job
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketJobs).Get(idKey(id))
 		if v == nil {
 			return ErrNotFound
 		}
 		j = new(Job)
-		return decode(v, j)
+		return decodeJob(v, j)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("kv: job %d: %w", id, err)
@@ -185,7 +243,7 @@ func putLiveJob(tx *bolt.Tx, j *Job) error {
 	if b.Get(k) == nil {
 		return ErrNotFound
 	}
-	return put(b, k, j)
+	return b.Put(k, encodeJob(j))
 }
 
 // ignoreMissing treats a history entry already pruned by retention as
@@ -294,7 +352,12 @@ func (s *Store) FinishJob(j *Job, status Status) error {
 // marks are kept for a safety window (the caller's choice), not forever.
 func (s *Store) PruneSeen(before time.Time, limit int) (int, error) {
 	n := 0
-	cut := appendUint64(nil, uint64(before.UnixNano()))
+	cut := timeKey(before)
+	secs := before.Unix()
+	if secs < 0 {
+		secs = 0
+	}
+	cutSecs := appendUint64(nil, uint64(secs))
 	err := s.update(func(tx *bolt.Tx) error {
 		n = 0
 		seen := tx.Bucket(bucketSeen)
@@ -311,10 +374,94 @@ func (s *Store) PruneSeen(before time.Time, limit int) (int, error) {
 			}
 			n++
 		}
+		// Marks still in the log move first, so every mark is prunable.
+		if _, err := s.moveDedupLog(tx, 1<<20); err != nil {
+			return err
+		}
+		dc := tx.Bucket(bucketDedup).Cursor()
+		for k, _ := dc.First(); k != nil && n < limit; k, _ = dc.First() {
+			if len(k) < 8 || bytes.Compare(k[:8], cutSecs) >= 0 {
+				break
+			}
+			if err := dc.Delete(); err != nil {
+				return err
+			}
+			n++
+		}
 		return nil
 	})
 	if err != nil {
 		return 0, fmt.Errorf("kv: prune seen: %w", err)
 	}
 	return n, nil
+}
+
+// corruptAtStart turns an undecodable record met by a start-up read into a
+// *CorruptError that names the file and the way to recover.
+func (s *Store) corruptAtStart(what string, err error) error {
+	var ce *CorruptError
+	if errors.As(err, &ce) {
+		return err
+	}
+	if errors.Is(err, ErrCorrupt) {
+		return &CorruptError{Path: s.path, Reason: what + ": " + err.Error()}
+	}
+	return fmt.Errorf("kv: %s: %w", what, err)
+}
+
+// FinishJobWith removes a job and, for questions, applies u to its history
+// entry, in one transaction. An entry already pruned by retention is not an
+// error.
+func (s *Store) FinishJobWith(j *Job, u EntryUpdate) error {
+	err := s.update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketJobs).Delete(idKey(j.ID)); err != nil {
+			return err
+		}
+		if j.Kind != KindQuestion {
+			return nil
+		}
+		return ignoreMissing(updateEntry(tx, j.User, j.ID, s.now(), &u))
+	})
+	if err != nil {
+		return fmt.Errorf("kv: finish job %d: %w", j.ID, err)
+	}
+	return nil
+}
+
+// FailJob gives up on a job (for example after too many attempts, see
+// Job.Attempts, which StartAttempt stores durably): it removes the job and
+// marks its history entry failed with refID, the reference id the user was
+// given in the apology, and apology as the shown answer when it is not
+// empty.
+func (s *Store) FailJob(j *Job, refID, apology string) error {
+	return s.FinishJobWith(j, EntryUpdate{Status: StatusFailed, RefID: refID, Answer: apology})
+}
+
+// PendingPage returns up to limit pending jobs with IDs greater than after,
+// oldest first, so the caller can page through a large backlog without
+// holding it all in memory: start with after = 0 and pass the last job's ID
+// next; an empty page is the end.
+func (s *Store) PendingPage(after uint64, limit int) ([]*Job, error) {
+	if limit <= 0 {
+		limit = 1000
+	}
+	var out []*Job
+	err := s.view(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketJobs).Cursor()
+		for k, v := c.Seek(idKey(after + 1)); k != nil && len(out) < limit; k, v = c.Next() {
+			if after == ^uint64(0) {
+				break
+			}
+			j := new(Job)
+			if err := decodeJob(v, j); err != nil {
+				return err
+			}
+			out = append(out, j)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, s.corruptAtStart("pending jobs", err)
+	}
+	return out, nil
 }

@@ -61,7 +61,7 @@ func (s *Store) PutSession(sess Session) error {
 // Session returns a live session; expired or unknown ones are ErrNotFound.
 func (s *Store) Session(id string) (Session, error) {
 	var sess Session
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketSession).Get([]byte(id))
 		if v == nil {
 			return ErrNotFound
