@@ -415,7 +415,7 @@ func (d *appReply) sendAttempt(ctx context.Context, content, msgType string, seq
 		ToUser: j.User, MsgType: msgType, Content: content,
 		EnableDuplicateCheck: true, DuplicateCheckInterval: time.Duration(dupInterval(d.a.wc.DuplicateCheckInterval, seq)) * time.Second,
 	})
-	b.noteSent(key, sl.done())
+	b.noteSent(j.App, j.User, sl.done())
 	var pe *wecom.PartialError
 	switch {
 	case errors.As(err, &pe):

@@ -323,6 +323,9 @@ func (b *Bridge) botFeedback(ctx context.Context, bt *bot, m *aibot.Message, log
 // classify turns a bot message into a question.
 func (bt *bot) classify(m *aibot.Message) (kv.Question, bool) {
 	q := kv.Question{App: bt.cfg.Name, User: m.From.UserID, DedupKey: "msg:" + m.MsgID, MsgType: m.MsgType}
+	if m.CreateTime > 0 {
+		q.MsgTime = time.Unix(m.CreateTime, 0)
+	}
 	if q.User == "" || m.MsgID == "" || !validSender(q.User) {
 		return q, false
 	}

@@ -355,9 +355,33 @@ func (b *Bridge) storageOK() {
 	}
 }
 
-// noteSent records that a message to a member left at t (for the send
-// budget across restarts).
-func (b *Bridge) noteSent(key string, t time.Time) {}
+// noteSent records that a message to a member left at t, so that the send
+// budget survives a restart: WeCom still counts the messages of the last
+// minute (and hour) when we come back. A failed record only weakens that,
+// so it is logged, not fatal.
+func (b *Bridge) noteSent(app, user string, t time.Time) {
+	if err := b.store.RecordSend(app, user, t); err != nil {
+		b.log.Warn("cannot record a send for the per-member budget", "err", err)
+	}
+}
+
+// restoreBudget loads the send stamps of the last hour into the budget.
+func (b *Bridge) restoreBudget() error {
+	since := b.now().Add(-time.Hour - budgetMargin)
+	stamps, err := b.store.AllRecentSends(since)
+	if err != nil {
+		return err
+	}
+	byKey := map[string][]time.Time{}
+	for _, st := range stamps {
+		k := laneKey(st.App, strings.ToLower(st.Member))
+		byKey[k] = append(byKey[k], st.At)
+	}
+	for k, ts := range byKey {
+		b.budget.restore(k, ts)
+	}
+	return nil
+}
 
 func (b *Bridge) app(name string) *app {
 	return b.rt.Load().apps[name]
@@ -392,17 +416,30 @@ func (b *Bridge) Reload(cfg *Config) error {
 // Start resumes the pending jobs found in storage, starts the background
 // maintenance and begins serving on ln. It returns once serving has begun.
 func (b *Bridge) Start(ln net.Listener) error {
-	pending, err := b.store.Pending()
-	if err != nil {
-		return fmt.Errorf("bridge: resume pending jobs: %w", err)
+	if err := b.restoreBudget(); err != nil {
+		return fmt.Errorf("bridge: load the send budget: %w", err)
 	}
-	if len(pending) > 0 {
-		b.log.Info("resuming pending jobs", "count", len(pending))
+	// Pending jobs are queued in id order before the listener opens, so a
+	// user's old questions stay ahead of new ones. They are read a page at
+	// a time: the pool keeps only their ids.
+	var after uint64
+	resumed := 0
+	for {
+		page, err := b.store.PendingPage(after, 2000)
+		if err != nil {
+			return fmt.Errorf("bridge: resume pending jobs: %w", err)
+		}
+		for _, j := range page {
+			b.pool.submit(b.root, j)
+			after = j.ID
+		}
+		resumed += len(page)
+		if len(page) < 2000 {
+			break
+		}
 	}
-	// Submitted in id order before the listener opens, so a user's old
-	// questions stay ahead of new ones.
-	for _, j := range pending {
-		b.pool.submit(b.root, j)
+	if resumed > 0 {
+		b.log.Info("resuming pending jobs", "count", resumed)
 	}
 	b.startAdmin()
 	b.bg.Add(1)

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -385,5 +386,71 @@ func TestDaemonWeComCallsGoThroughTheProxy(t *testing.T) {
 		if !strings.HasPrefix(p, "/cgi-bin/") {
 			t.Fatalf("a non-WeCom call went through the WeCom proxy: %s", p)
 		}
+	}
+}
+
+// A full disk while answering keeps the job: it is retried with back-off,
+// /healthz is unhealthy meanwhile, and once writes work again the answer
+// arrives — once, whole — without a restart.
+func TestStorageFailureKeepsTheJob(t *testing.T) {
+	h := newHarness(t, "")
+	answer := "第一段，说明报销的材料。\n\n第二段，说明审批的流程。\n\n第三段，说明付款的时间。"
+	h.dify.Push(llmtest.Script{Answer: answer, Deltas: 6, DeltaDelay: 60 * time.Millisecond})
+	h.dify.Push(llmtest.Script{Answer: answer, Deltas: 3})
+	h.ask("helpdesk", "zhangsan", "报销流程？")
+	waitFor(t, func() bool { return len(h.dify.Requests()) == 1 })
+	enospc := fmt.Errorf("write bridge.db: %w", syscall.ENOSPC)
+	h.failWrites.Store(&enospc)
+	waitFor(t, func() bool { return strings.Contains(h.logBuf.String(), "storage error while answering") })
+	resp, err := http.Get(h.base + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body := readAll(t, resp); resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "writes failing") {
+		t.Fatalf("/healthz while writes fail: %d %q", resp.StatusCode, body)
+	}
+	time.Sleep(300 * time.Millisecond)
+	h.failWrites.Store(nil) // space is back
+	h.waitIdle()
+	if got := joined(h.sentTo("zhangsan")); strings.ReplaceAll(got, "\n", "") != strings.ReplaceAll(answer, "\n", "") {
+		t.Fatalf("after the disk came back the user saw:\n%s", got)
+	}
+	e, _, err := h.store.History(kv.HistoryQuery{User: "zhangsan"})
+	if err != nil || len(e) != 1 || e[0].Status != kv.StatusDone {
+		t.Fatalf("history = %+v, %v", e, err)
+	}
+	resp, err = http.Get(h.base + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Body.Close(); resp.StatusCode != http.StatusOK {
+		t.Fatalf("/healthz after recovery: %d", resp.StatusCode)
+	}
+}
+
+// The send budget survives a restart: WeCom still counts the messages sent
+// just before it, so the resumed ones wait instead of being dropped.
+func TestBudgetSurvivesRestart(t *testing.T) {
+	clock := &fakeClock{now: time.Now()}
+	h := newHarness(t, "")
+	h.stop()
+	h.now = clock.Now
+	h.wc.Close()
+	h.wc = newWeComAt(clock.Now)
+	h.start()
+	h.b.budget.sleep = clock.sleep
+	for i := 0; i < 25; i++ {
+		h.ask("helpdesk", "zhangsan", fmt.Sprintf("重启前的问题 %d", i))
+	}
+	waitFor(t, func() bool { return len(h.sentTo("zhangsan")) == 25 })
+	h.stop()
+	h.start()
+	h.b.budget.sleep = clock.sleep
+	for i := 0; i < 16; i++ {
+		h.ask("helpdesk", "zhangsan", fmt.Sprintf("重启后的问题 %d", i))
+	}
+	waitFor(t, func() bool { return len(h.sentTo("zhangsan")) == 41 })
+	if d := h.wc.Dropped(); len(d) != 0 {
+		t.Fatalf("after the restart WeCom dropped %d messages", len(d))
 	}
 }

@@ -50,6 +50,9 @@ type harness struct {
 	// backends, when set before start, replace configured backends
 	// (Deps.Backends).
 	backends map[string]llm.Backend
+	// failWrites, when it holds an error, fails every store commit with it
+	// (kv.Options.FailWrites): a full disk.
+	failWrites atomic.Pointer[error]
 }
 
 type syncBuffer struct {
@@ -167,7 +170,12 @@ func (h *harness) start() {
 		h.t.Fatal(err)
 	}
 	h.cfg = cfg
-	h.store, err = kv.Open(h.dbPath, kv.Options{NoSync: true})
+	h.store, err = kv.Open(h.dbPath, kv.Options{NoSync: true, FailWrites: func() error {
+		if e := h.failWrites.Load(); e != nil {
+			return *e
+		}
+		return nil
+	}})
 	if err != nil {
 		h.t.Fatal(err)
 	}

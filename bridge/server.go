@@ -111,10 +111,13 @@ func (b *Bridge) healthz(ctx *fasthttp.RequestCtx) {
 		ctx.WriteString(strings.Join(bad, "\n") + "\n")
 		return
 	}
-	if at := b.writeFailing.Load(); at != 0 {
+	// The store's own view (its last commit failed) and the answer loop's
+	// (a job is waiting for writes to work again): either is unhealthy,
+	// whatever a tiny probe write might say.
+	if err := b.store.WriteErr(); err != nil || b.writeFailing.Load() != 0 {
 		ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
-		fmt.Fprintf(ctx, "database writes failing since %s (disk full or read-only?); answers wait\n",
-			time.Unix(0, at).UTC().Format(time.RFC3339))
+		ctx.WriteString("database writes failing (disk full or read-only?); accepted questions wait and are answered once writes work\n")
+		b.log.Error("healthz: database writes failing", "err", err)
 		return
 	}
 	if err := b.store.Ping(); err != nil {
@@ -295,6 +298,11 @@ func (b *Bridge) accept(a *app, msg *wecom.Message) string {
 // classify turns a message into a job, or reports that nothing is to be done.
 func classify(a *app, m *wecom.Message) (kv.Question, bool) {
 	q := kv.Question{App: a.cfg.Name, User: m.FromUserName, DedupKey: m.DedupKey(), MsgType: m.MsgType}
+	if m.CreateTime > 0 {
+		// The message's own time, the same in every retry: the store
+		// files its dedup mark by it (appending instead of rewriting).
+		q.MsgTime = time.Unix(m.CreateTime, 0)
+	}
 	if q.User == "" {
 		return q, false
 	}
