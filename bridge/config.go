@@ -15,6 +15,7 @@ import (
 	"os"
 	"reflect"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -82,6 +83,7 @@ type Config struct {
 	Workers  WorkersConfig         `toml:"workers"`
 	WeCom    WeComConfig           `toml:"wecom"`
 	History  HistoryConfig         `toml:"history"`
+	Media    MediaConfig           `toml:"media"`
 	Texts    Texts                 `toml:"texts"`
 	Apps     []AppConfig           `toml:"apps"`
 	Bots     []BotConfig           `toml:"bots"`
@@ -149,6 +151,43 @@ type WeComConfig struct {
 	// https:// or socks5://), so that a fixed-IP proxy can be put in
 	// 企业可信IP. Empty honours HTTPS_PROXY / HTTP_PROXY / NO_PROXY.
 	Proxy string `toml:"proxy"`
+}
+
+// MediaConfig is the [media] section: pictures, files and voice messages
+// in questions.
+type MediaConfig struct {
+	// Enabled turns attachments on (default true); off, they get the
+	// texts.unsupported reply.
+	Enabled *bool `toml:"enabled"`
+	// MaxBytes caps one attachment (default 20 MB, WeCom's own limit).
+	MaxBytes int64 `toml:"max_bytes"`
+	// Allowed lists the kinds taken: "image", "file", "voice", "video".
+	Allowed []string `toml:"allowed"`
+	// Hold is how long a picture or file sent alone waits for the text
+	// question that usually follows (default 2m).
+	Hold time.Duration `toml:"hold"`
+	// DefaultPrompt is asked with attachments that no text followed.
+	DefaultPrompt string `toml:"default_prompt"`
+	// SpeechBackend names the [backends.NAME] (an OpenAI-compatible
+	// /audio/transcriptions with transcription_model) that transcribes the
+	// app's voice messages (AMR, converted with ffmpeg). "" = no app voice.
+	SpeechBackend string `toml:"speech_backend"`
+	// FFmpeg is the ffmpeg program (default "ffmpeg" on PATH).
+	FFmpeg string `toml:"ffmpeg"`
+}
+
+// Media defaults.
+const (
+	DefaultMediaMaxBytes = 20 << 20
+	DefaultMediaHold     = 2 * time.Minute
+	DefaultMediaPrompt   = "请描述这张图片（或文件）的内容，并指出其中的问题。"
+)
+
+func (m MediaConfig) enabled() bool { return m.Enabled == nil || *m.Enabled }
+
+// allows reports whether attachments of kind are taken.
+func (m MediaConfig) allows(kind string) bool {
+	return m.enabled() && slices.Contains(m.Allowed, kind)
 }
 
 // HistoryConfig is the [history] section (the employee history page).
@@ -834,6 +873,23 @@ func unresolved(s Secret) bool {
 }
 
 func (c *Config) applyDefaults() {
+	if m := &c.Media; true {
+		if m.MaxBytes == 0 {
+			m.MaxBytes = DefaultMediaMaxBytes
+		}
+		if m.Allowed == nil {
+			m.Allowed = []string{"image", "file", "voice", "video"}
+		}
+		if m.Hold == 0 {
+			m.Hold = DefaultMediaHold
+		}
+		if m.DefaultPrompt == "" {
+			m.DefaultPrompt = DefaultMediaPrompt
+		}
+		if m.FFmpeg == "" {
+			m.FFmpeg = "ffmpeg"
+		}
+	}
 	s := &c.Server
 	if s.Listen == "" {
 		s.Listen = DefaultListen
@@ -1048,6 +1104,24 @@ func (c *Config) validate(opts validateOptions) error {
 	}
 	if c.WeCom.PerMemberPerMinute < 1 || c.WeCom.PerMemberPerMinute > 30 {
 		add(kerr("必须在 1 到 30 之间（企业微信每分钟最多给一个成员发 30 条）/ must be between 1 and 30 (WeCom drops more than 30 a minute)", "wecom", "per_member_per_minute"))
+	}
+	for i, k := range c.Media.Allowed {
+		if !slices.Contains([]string{"image", "file", "voice", "video"}, k) {
+			add(kerr(fmt.Sprintf("%q 不是可用的类型：image、file、voice、video / %q is not one of image, file, voice, video", k, k), "media", "allowed", strconv.Itoa(i)))
+		}
+	}
+	if c.Media.MaxBytes < 0 {
+		add(kerr("不能为负数 / must not be negative", "media", "max_bytes"))
+	}
+	if c.Media.Hold < 0 {
+		add(kerr("不能为负数 / must not be negative", "media", "hold"))
+	}
+	if sb := c.Media.SpeechBackend; sb != "" {
+		if bc, ok := c.Backends[sb]; !ok {
+			add(kerr(fmt.Sprintf("没有名为 %q 的后端 / no backend named %q", sb, sb), "media", "speech_backend"))
+		} else if bc.TranscriptionModel == "" {
+			add(kerr(fmt.Sprintf("backends.%s 需要设置 transcription_model（语音转写模型）/ backends.%s needs transcription_model", sb, sb), "media", "speech_backend"))
+		}
 	}
 	if len(c.Apps) == 0 && len(c.Bots) == 0 && opts.onlyBackend == "" {
 		// (simulate generates an app for a backend chosen alone)

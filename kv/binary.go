@@ -51,7 +51,41 @@ func encodeEntry(e *Entry) []byte {
 	b = appendString(b, e.Chat)
 	b = appendString(b, e.MessageID)
 	b = appendString(b, e.Feedback)
-	return appendString(b, e.FeedbackComment)
+	b = appendString(b, e.FeedbackComment)
+	return appendAttachments(b, e.Attachments)
+}
+
+// appendAttachments writes a count, then each attachment's fields.
+func appendAttachments(b []byte, as []Attachment) []byte {
+	b = binary.AppendUvarint(b, uint64(len(as)))
+	for _, a := range as {
+		for _, s := range []string{a.Kind, a.Name, a.MIME, a.MediaID, a.URL, a.AESKey, a.File, a.Transcript, a.Problem} {
+			b = appendString(b, s)
+		}
+		b = binary.AppendVarint(b, a.Size)
+	}
+	return b
+}
+
+func (r *reader) attachments() []Attachment {
+	n := r.uvarint()
+	if r.err != nil || n == 0 {
+		return nil
+	}
+	if n > uint64(len(r.b)) { // each takes at least ten bytes
+		r.err = errShort
+		return nil
+	}
+	out := make([]Attachment, 0, n)
+	for i := uint64(0); i < n && r.err == nil; i++ {
+		var a Attachment
+		for _, p := range []*string{&a.Kind, &a.Name, &a.MIME, &a.MediaID, &a.URL, &a.AESKey, &a.File, &a.Transcript, &a.Problem} {
+			*p = r.string()
+		}
+		a.Size = r.varint()
+		out = append(out, a)
+	}
+	return out
 }
 
 type reader struct {
@@ -146,6 +180,7 @@ func decodeEntry(v []byte, e *Entry) error {
 	e.MessageID = r.string()
 	e.Feedback = r.string()
 	e.FeedbackComment = r.string()
+	e.Attachments = r.attachments()
 	if r.err != nil {
 		return fmt.Errorf("kv: decode entry: %w (%w)", r.err, ErrCorrupt)
 	}
@@ -221,7 +256,7 @@ func encodeJob(j *Job) []byte {
 	if j.Segment != nil {
 		b = binary.AppendUvarint(b, j.Segment.Dup)
 	}
-	return b
+	return appendAttachments(b, j.Attachments)
 }
 
 // decodeJob reads a job in either encoding (JSON from older releases).
@@ -272,6 +307,7 @@ func decodeJob(v []byte, j *Job) error {
 	if j.Segment != nil {
 		j.Segment.Dup = r.uvarint()
 	}
+	j.Attachments = r.attachments()
 	if r.err != nil {
 		return fmt.Errorf("kv: decode job: %w (%w)", r.err, ErrCorrupt)
 	}

@@ -36,6 +36,9 @@ type Entry struct {
 	// Chat is the group's chatid when the question was asked in a group
 	// chat (AI bot); "" in a one-to-one chat.
 	Chat string `json:"chat,omitempty"`
+	// Attachments are the question's pictures, files and voice messages
+	// (without WeCom's download handles).
+	Attachments []Attachment `json:"attachments,omitempty"`
 	// MessageID is the backend's id of the answer (for feedback).
 	MessageID string `json:"msg_id,omitempty"`
 	// Feedback is the user's rating: "like", "dislike" or "".

@@ -42,6 +42,9 @@ type Question struct {
 	Chat      string `json:"chat,omitempty"`
 	ReqID     string `json:"req_id,omitempty"`
 	ConvOwner string `json:"conv_owner,omitempty"`
+
+	// Attachments are the question's pictures, files and voice messages.
+	Attachments []Attachment `json:"attachments,omitempty"`
 }
 
 // Owner is whose conversation the question continues: ConvOwner if set,
@@ -191,6 +194,7 @@ func (s *Store) acceptTx(tx *bolt.Tx, q Question) (*Job, bool, error) {
 	if q.Kind == KindQuestion {
 		if err := putEntry(tx, &Entry{
 			ID: id, App: q.App, User: q.User, Question: q.Text, Chat: q.Chat,
+			Attachments: publicAttachments(q.Attachments),
 			Status: StatusPending, Created: q.Received, Updated: q.Received,
 		}); err != nil {
 			return nil, false, err
