@@ -195,7 +195,7 @@ func (s *Store) acceptTx(tx *bolt.Tx, q Question) (*Job, bool, error) {
 		if err := putEntry(tx, &Entry{
 			ID: id, App: q.App, User: q.User, Question: q.Text, Chat: q.Chat,
 			Attachments: publicAttachments(q.Attachments),
-			Status: StatusPending, Created: q.Received, Updated: q.Received,
+			Status:      StatusPending, Created: q.Received, Updated: q.Received,
 		}); err != nil {
 			return nil, false, err
 		}
