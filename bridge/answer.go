@@ -43,6 +43,15 @@ func stored(err error) error {
 	return &storageError{err}
 }
 
+// transientError is a failure of something outside (downloading an
+// attachment from WeCom) that a later try may not have: the job is kept and
+// retried with back-off, like a storage error, without marking storage
+// unhealthy.
+type transientError struct{ err error }
+
+func (e *transientError) Error() string { return e.err.Error() }
+func (e *transientError) Unwrap() error { return e.err }
+
 // panicError is a panic recovered while answering.
 type panicError struct {
 	value any
@@ -57,20 +66,26 @@ var errPoison = errors.New("bridge: the job has failed too many times")
 // processRef loads a queued job and processes it. A job already finished
 // (gone from the store) is skipped; a failing read is retried like a
 // failing write.
-func (b *Bridge) processRef(ctx context.Context, r jobRef) {
+//
+// A question of attachments alone is held (its lane parked, see pool) for
+// the text that usually follows; processRef then returns how long.
+func (b *Bridge) processRef(ctx context.Context, r jobRef) time.Duration {
 	for try := 0; ; try++ {
 		j, err := b.store.Job(r.ID)
 		switch {
 		case errors.Is(err, kv.ErrNotFound):
-			return
+			return 0
 		case err == nil:
+			if park := b.hold(ctx, j, r.Lane); park != 0 {
+				return max(park, 0)
+			}
 			b.process(ctx, j)
-			return
+			return 0
 		}
 		b.storageFailed(err)
 		b.log.Error("cannot read a queued job; retrying", "job", r.ID, "err", err)
 		if sleepCtx(ctx, retryWait(try, 30*time.Second)) != nil {
-			return
+			return 0
 		}
 	}
 }
@@ -103,7 +118,14 @@ func (b *Bridge) process(ctx context.Context, j *kv.Job) {
 		}
 		var pe *panicError
 		var se *storageError
+		var te *transientError
 		switch {
+		case errors.As(err, &te):
+			wait := retryWait(try, time.Minute)
+			log.Warn("cannot fetch an attachment yet; retrying", "err", err, "retry_in", wait.Round(time.Millisecond))
+			if sleepCtx(ctx, wait) != nil {
+				return
+			}
 		case errors.As(err, &se):
 			b.storageFailed(err)
 			wait := retryWait(try, 30*time.Second)
@@ -337,6 +359,12 @@ func (b *Bridge) runQuestion(ctx context.Context, ep endpoint, r replier, j *kv.
 		return "", stored(err)
 	}
 
+	// Pictures, files and voice: read (or, after a restart, fetched) now.
+	q, done, err := b.prepareQuestion(ctx, ep, r, j, log)
+	if err != nil || done != "" {
+		return done, err
+	}
+
 	conv, err := b.store.Conversation(j.App, j.Owner())
 	if err != nil {
 		return "", stored(err)
@@ -348,13 +376,13 @@ func (b *Bridge) runQuestion(ctx context.Context, ep endpoint, r replier, j *kv.
 		newConv = true
 	}
 
-	res, full, err, derr := b.ask(ctx, s, r, j, log, conv)
+	res, full, err, derr := b.ask(ctx, s, r, j, log, conv, q)
 	if derr == nil && errors.Is(err, llm.ErrConversationNotFound) && full == "" && conv.DifyID != "" {
 		// Deleted in Dify, or not this user's: start afresh, once.
 		log.Info("Dify conversation not found; asking again in a new conversation")
 		conv = kv.Conversation{Seq: conv.Seq + 1}
 		newConv = true
-		res, full, err, derr = b.ask(ctx, s, r, j, log, conv)
+		res, full, err, derr = b.ask(ctx, s, r, j, log, conv, q)
 	}
 	if ctx.Err() != nil {
 		return "", ctx.Err()
@@ -372,7 +400,12 @@ func (b *Bridge) runQuestion(ctx context.Context, ep endpoint, r replier, j *kv.
 		status = kv.StatusFailed
 		return j.RefID
 	}
+	var fe *llm.FileError
 	switch {
+	case errors.As(err, &fe) && full == "":
+		log.Warn("the backend refused an attachment", "kind", fe.Kind, "reason", fe.Reason, "fix", fe.Hint)
+		final = fe.Reason
+		status = kv.StatusRefused
 	case err != nil:
 		b.noteErr("llm", err)
 		ref := fail()
@@ -395,6 +428,7 @@ func (b *Bridge) runQuestion(ctx context.Context, ep endpoint, r replier, j *kv.
 		if res.Truncated {
 			final += "\n\n" + s.texts.Truncated
 		}
+		final = q.prefix + final
 	}
 
 	// Record the answer, the conversation it leads to and the history entry
@@ -431,9 +465,9 @@ func (b *Bridge) runQuestion(ctx context.Context, ep endpoint, r replier, j *kv.
 // ask streams one answer, showing it to the user as it grows. It returns
 // the backend's result, the text streamed so far, the backend's error, and
 // the delivery error that stopped the stream, if any.
-func (b *Bridge) ask(ctx context.Context, s *answerSettings, r replier, j *kv.Job, log *slog.Logger, conv kv.Conversation) (*llm.Result, string, error, error) {
+func (b *Bridge) ask(ctx context.Context, s *answerSettings, r replier, j *kv.Job, log *slog.Logger, conv kv.Conversation, q question) (*llm.Result, string, error, error) {
 	req := llm.Request{
-		App: j.App, User: j.Owner(), ConversationID: conv.DifyID, Query: j.Text, Inputs: s.inputs,
+		App: j.App, User: j.Owner(), ConversationID: conv.DifyID, Query: q.query, Inputs: s.inputs, Files: q.files,
 	}
 	for _, t := range conv.Turns {
 		req.History = append(req.History, llm.Turn{Question: t.Q, Answer: t.A})
@@ -507,6 +541,8 @@ func errCode(err error) string {
 		return "storage"
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, llm.ErrTimeout), errors.Is(err, llm.ErrIdleTimeout):
 		return "timeout"
+	case errors.As(err, new(*transientError)):
+		return "transient"
 	case errors.Is(err, llm.ErrIncompleteStream):
 		return "incomplete_stream"
 	}

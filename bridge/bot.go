@@ -209,7 +209,7 @@ func (b *Bridge) botCallback(ctx context.Context, c *botConn, cb *aibot.Callback
 		b.botEvent(ctx, bt, c, cb, log)
 		return
 	}
-	q, ok := bt.classify(m)
+	q, ok := bt.classify(m, b.config().Media)
 	if !ok {
 		b.metrics.inc("wecom_bridge_callbacks_total", c.name, "ignored")
 		return
@@ -234,6 +234,7 @@ func (b *Bridge) botCallback(ctx context.Context, c *botConn, cb *aibot.Callback
 	b.metrics.inc("wecom_bridge_callbacks_total", c.name, "accepted")
 	log.Debug("bot question accepted", "user", q.User, "job", job.ID, "kind", q.Kind, "text", q.Text)
 	c.hold(b, bt, job)
+	b.fetchSoon(job)
 	b.pool.submit(b.root, job)
 }
 
@@ -321,7 +322,7 @@ func (b *Bridge) botFeedback(ctx context.Context, bt *bot, m *aibot.Message, log
 }
 
 // classify turns a bot message into a question.
-func (bt *bot) classify(m *aibot.Message) (kv.Question, bool) {
+func (bt *bot) classify(m *aibot.Message, media MediaConfig) (kv.Question, bool) {
 	q := kv.Question{App: bt.cfg.Name, User: m.From.UserID, DedupKey: "msg:" + m.MsgID, MsgType: m.MsgType}
 	if m.CreateTime > 0 {
 		q.MsgTime = time.Unix(m.CreateTime, 0)
@@ -341,10 +342,17 @@ func (bt *bot) classify(m *aibot.Message) (kv.Question, bool) {
 		if m.ChatType == aibot.ChatGroup {
 			text = stripMention(text)
 		}
-		if text == "" {
+		if m.MsgType == aibot.MsgMixed && m.Mixed != nil && media.allows("image") {
+			for _, it := range m.Mixed.Items {
+				if it.Image != nil && it.Image.URL != "" {
+					q.Attachments = append(q.Attachments, kv.Attachment{Kind: "image", URL: it.Image.URL, AESKey: it.Image.AESKey})
+				}
+			}
+		}
+		if text == "" && len(q.Attachments) == 0 {
 			return q, false
 		}
-		if command(text) != "" {
+		if command(text) != "" && len(q.Attachments) == 0 {
 			q.Kind, q.Text = kv.KindCommand, text
 			return q, true
 		}
@@ -352,7 +360,17 @@ func (bt *bot) classify(m *aibot.Message) (kv.Question, bool) {
 			text = "（引用的消息：" + qt + "）\n\n" + text
 		}
 		q.Kind, q.Text = kv.KindQuestion, text
-	default: // image, file, video and anything new
+	case aibot.MsgImage, aibot.MsgFile, aibot.MsgVideo:
+		kind := map[string]string{aibot.MsgImage: "image", aibot.MsgFile: "file", aibot.MsgVideo: "video"}[m.MsgType]
+		md := map[string]*aibot.Media{aibot.MsgImage: m.Image, aibot.MsgFile: m.File, aibot.MsgVideo: m.Video}[m.MsgType]
+		if !media.allows(kind) || md == nil || md.URL == "" {
+			q.Kind = kv.KindNotice
+			return q, true
+		}
+		// The URL is valid for five minutes: fetched right after intake.
+		q.Kind = kv.KindQuestion
+		q.Attachments = []kv.Attachment{{Kind: kind, URL: md.URL, AESKey: md.AESKey}}
+	default: // anything new
 		q.Kind = kv.KindNotice
 	}
 	return q, true
@@ -441,14 +459,39 @@ func (c *botConn) hold(b *Bridge, bt *bot, j *kv.Job) {
 
 // take removes and returns a job's live bubble, if this process has one.
 func (c *botConn) take(id uint64) *botLive {
-	c.mu.Lock()
-	l := c.live[id]
-	delete(c.live, id)
-	c.mu.Unlock()
+	l := c.remove(id)
 	if l != nil {
 		l.close()
 	}
 	return l
+}
+
+// remove forgets a job's live bubble without closing it.
+func (c *botConn) remove(id uint64) *botLive {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	l := c.live[id]
+	delete(c.live, id)
+	return l
+}
+
+// closeWith finishes a bubble with text, if it is still open.
+func (l *botLive) closeWith(text string) {
+	l.mu.Lock()
+	l.started = true
+	if l.keeper != nil {
+		l.keeper.Stop()
+	}
+	l.mu.Unlock()
+	if l.stream == nil {
+		l.mu.Lock()
+		l.text, l.finished = text, true
+		l.mu.Unlock()
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Second)
+	defer cancel()
+	_ = l.stream.Finish(ctx, text)
 }
 
 // close ends a bubble that was never finished (its answer went by

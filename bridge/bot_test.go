@@ -284,7 +284,7 @@ func TestBotPastStreamWindowContinues(t *testing.T) {
 // enter_chat gets the welcome within WeCom's 5 s; voice is answered as a
 // question (WeCom transcribed it); an image gets the plain-Chinese reply.
 func TestBotWelcomeVoiceAndImage(t *testing.T) {
-	h, bs := newBotHarness(t, "")
+	h, bs := newBotHarness(t, "\n[media]\nallowed = [\"file\"]\n") // pictures not taken here
 	start := time.Now()
 	req, err := bs.Push(testBotID, aibot.Message{MsgType: aibot.MsgEvent, From: aibot.From{UserID: "zhangsan"},
 		Event: &aibot.Event{EventType: aibot.EventEnterChat}})

@@ -93,7 +93,7 @@ func (b *Bridge) botWebhookMessage(bt *bot, m *aibot.Message) (streamID, content
 		// the welcome goes by the long connection only.
 		return "", "", false, false
 	}
-	q, okq := bt.classify(m)
+	q, okq := bt.classify(m, b.config().Media)
 	if !okq {
 		b.metrics.inc("wecom_bridge_callbacks_total", name, "ignored")
 		return "", "", false, false
@@ -116,6 +116,7 @@ func (b *Bridge) botWebhookMessage(bt *bot, m *aibot.Message) (streamID, content
 	b.hookMu.Lock()
 	b.hookLive[job.ID] = l
 	b.hookMu.Unlock()
+	b.fetchSoon(job)
 	b.pool.submit(b.root, job)
 	return botStreamID(job.ID), first, false, true
 }

@@ -70,6 +70,11 @@ type Bridge struct {
 	// botWindowNS overrides how long a bot's bubble takes updates (tests).
 	botWindowNS atomic.Int64
 
+	// Attachments being downloaded right after intake, by job id.
+	fetchMu  sync.Mutex
+	fetching map[uint64]chan struct{}
+	fetchSem chan struct{}
+
 	// writeFailing is when our store last failed a write while answering,
 	// as Unix nanoseconds; 0 once a write has worked again. /healthz reads it.
 	writeFailing atomic.Int64
@@ -131,6 +136,8 @@ func New(cfg *Config, d Deps) (*Bridge, error) {
 		clients:  map[clientKey]*appClients{},
 		bots:     map[botKey]*botConn{},
 		hookLive: map[uint64]*botLive{},
+		fetching: map[uint64]chan struct{}{},
+		fetchSem: make(chan struct{}, fetchers),
 	}
 	b.root, b.cancel = context.WithCancel(context.Background())
 	rt, err := b.build(cfg)
@@ -519,6 +526,7 @@ func (b *Bridge) maintain() {
 				break
 			}
 		}
+		b.pruneMedia(cfg.Storage.Retention)
 		if cfg.Storage.Retention > 0 {
 			for {
 				n, err := b.store.PruneHistory(now.Add(-cfg.Storage.Retention), 2000)

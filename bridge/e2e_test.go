@@ -400,7 +400,8 @@ func TestTwoAppsTwoBackends(t *testing.T) {
 // asked.
 func TestNonTextAndHelp(t *testing.T) {
 	h := newHarness(t, "")
-	inner := []byte(fmt.Sprintf(`<xml><ToUserName><![CDATA[%s]]></ToUserName><FromUserName><![CDATA[zhangsan]]></FromUserName><CreateTime>%d</CreateTime><MsgType><![CDATA[image]]></MsgType><PicUrl><![CDATA[http://example.invalid/p.jpg]]></PicUrl><MediaId><![CDATA[m1]]></MediaId><MsgId>99</MsgId><AgentID>1000002</AgentID></xml>`, testCorp, time.Now().Unix()))
+	// A location: a message kind nobody can ask about.
+	inner := []byte(fmt.Sprintf(`<xml><ToUserName><![CDATA[%s]]></ToUserName><FromUserName><![CDATA[zhangsan]]></FromUserName><CreateTime>%d</CreateTime><MsgType><![CDATA[location]]></MsgType><Location_X>23.13</Location_X><Location_Y>113.26</Location_Y><Scale>15</Scale><Label><![CDATA[广州]]></Label><MsgId>99</MsgId><AgentID>1000002</AgentID></xml>`, testCorp, time.Now().Unix()))
 	cb := mustCallback(t, inner, 1000002)
 	if st := h.postCallback("helpdesk", cb); st != http.StatusOK {
 		t.Fatalf("status %d", st)

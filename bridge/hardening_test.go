@@ -232,7 +232,7 @@ func TestReloadReusesClients(t *testing.T) {
 // The pool takes no job once stop has begun, also when submit races stop.
 func TestPoolSubmitAfterStop(t *testing.T) {
 	ran := make(chan struct{}, 100)
-	p := newPool(2, func(context.Context, jobRef) { ran <- struct{}{} }, nil)
+	p := newPool(2, func(context.Context, jobRef) time.Duration { ran <- struct{}{}; return 0 }, nil)
 	p.stop()
 	for i := 0; i < 10; i++ {
 		p.submit(context.Background(), &kv.Job{ID: uint64(i), Question: kv.Question{App: "a", User: "u"}})

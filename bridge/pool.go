@@ -6,6 +6,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/wecom-bridge/wecom-bridge/kv"
 )
@@ -20,8 +21,9 @@ import (
 // burst of callbacks from thousands of users therefore queues without a
 // goroutine per user.
 type pool struct {
-	n   int
-	run func(ctx context.Context, r jobRef)
+	n int
+	// run runs a job; a positive result parks its lane (see park).
+	run func(ctx context.Context, r jobRef) time.Duration
 	log *slog.Logger
 	wg  sync.WaitGroup
 
@@ -47,11 +49,17 @@ type jobRef struct {
 type lane struct {
 	key     string
 	jobs    []jobRef
-	running bool // a worker is running one of its jobs
+	running bool // a worker is running one of its jobs (or it is parked)
 	isReady bool // it is in pool.ready
+
+	// A parked lane waits, without a worker, for the next job of its user
+	// or for its timer: a picture sent alone waits for the question that
+	// usually follows. parked is the job to run again then.
+	parked *jobRef
+	timer  *time.Timer
 }
 
-func newPool(n int, run func(context.Context, jobRef), log *slog.Logger) *pool {
+func newPool(n int, run func(context.Context, jobRef) time.Duration, log *slog.Logger) *pool {
 	return &pool{n: n, run: run, log: log, lane: map[string]*lane{}}
 }
 
@@ -74,6 +82,9 @@ func (p *pool) submit(ctx context.Context, j *kv.Job) {
 		p.lane[key] = l
 	}
 	l.jobs = append(l.jobs, jobRef{ID: j.ID, Lane: key})
+	if l.parked != nil {
+		p.unparkLocked(l) // the parked job now has a successor to look at
+	}
 	if !l.running && !l.isReady {
 		l.isReady = true
 		p.ready.push(l)
@@ -87,6 +98,56 @@ func (p *pool) submit(ctx context.Context, j *kv.Job) {
 	if start {
 		go p.work(ctx)
 	}
+}
+
+// unparkLocked puts a parked lane's job back in front of its queue and the
+// lane in the ready queue. Call with p.mu held; the caller starts a worker.
+func (p *pool) unparkLocked(l *lane) {
+	if l.parked == nil {
+		return
+	}
+	if l.timer != nil {
+		l.timer.Stop()
+		l.timer = nil
+	}
+	p.queued.Add(1)
+	l.jobs = append([]jobRef{*l.parked}, l.jobs...)
+	l.parked = nil
+	l.running = false
+	if !l.isReady {
+		l.isReady = true
+		p.ready.push(l)
+	}
+}
+
+// wake ends a lane's parking when its timer fires.
+func (p *pool) wake(ctx context.Context, l *lane) {
+	p.mu.Lock()
+	if p.stopped.Load() || l.parked == nil {
+		p.mu.Unlock()
+		return
+	}
+	p.unparkLocked(l)
+	start := p.workers < p.n
+	if start {
+		p.workers++
+		p.wg.Add(1)
+	}
+	p.mu.Unlock()
+	if start {
+		go p.work(ctx)
+	}
+}
+
+// peek returns the job queued after the running one of a lane, if any.
+func (p *pool) peek(key string) (jobRef, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	l := p.lane[key]
+	if l == nil || len(l.jobs) == 0 {
+		return jobRef{}, false
+	}
+	return l.jobs[0], true
 }
 
 // work runs the first job of ready lanes until none is left, then exits.
@@ -110,10 +171,22 @@ func (p *pool) work(ctx context.Context) {
 
 		p.queued.Add(-1)
 		p.active.Add(1)
-		p.safeRun(ctx, j)
+		park := p.safeRun(ctx, j)
 		p.active.Add(-1)
 
 		p.mu.Lock()
+		if park > 0 && !p.stopped.Load() {
+			if len(l.jobs) == 0 {
+				// Park: the lane stays busy (running) but holds no worker.
+				jr := j
+				l.parked = &jr
+				l.timer = time.AfterFunc(park, func() { p.wake(ctx, l) })
+				continue
+			}
+			// A successor is already queued: run the job again at once.
+			l.jobs = append([]jobRef{j}, l.jobs...)
+			p.queued.Add(1)
+		}
 		l.running = false
 		switch {
 		case p.stopped.Load():
@@ -128,13 +201,14 @@ func (p *pool) work(ctx context.Context) {
 	}
 }
 
-func (p *pool) safeRun(ctx context.Context, j jobRef) {
+func (p *pool) safeRun(ctx context.Context, j jobRef) (park time.Duration) {
 	defer func() {
 		if r := recover(); r != nil {
 			p.log.Error("panic while answering; the job stays pending", "job", j.ID, "panic", r, "stack", string(debug.Stack()))
+			park = 0
 		}
 	}()
-	p.run(ctx, j)
+	return p.run(ctx, j)
 }
 
 // stop makes lanes take no further job; running jobs go on. Jobs still
@@ -147,6 +221,12 @@ func (p *pool) stop() {
 	for key, l := range p.lane {
 		n += len(l.jobs)
 		l.jobs = nil
+		if l.parked != nil { // stays pending; resumes at the next start
+			if l.timer != nil {
+				l.timer.Stop()
+			}
+			l.parked, l.running = nil, false
+		}
 		if !l.running {
 			delete(p.lane, key)
 		}

@@ -19,11 +19,12 @@ func TestPoolBacklogCostsNoGoroutines(t *testing.T) {
 	release := make(chan struct{})
 	var mu sync.Mutex
 	ran := map[string][]uint64{}
-	run := func(ctx context.Context, j jobRef) {
+	run := func(ctx context.Context, j jobRef) time.Duration {
 		<-release
 		mu.Lock()
 		ran[j.Lane] = append(ran[j.Lane], j.ID)
 		mu.Unlock()
+		return 0
 	}
 	p := newPool(4, run, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	before := goruntime.NumGoroutine()

@@ -20,7 +20,7 @@ func TestPoolLanesOrderBoundAndStop(t *testing.T) {
 	order := map[string][]uint64{}
 	inLane := map[string]int{}
 	release := make(chan struct{})
-	run := func(ctx context.Context, j jobRef) {
+	run := func(ctx context.Context, j jobRef) time.Duration {
 		key := j.Lane
 		mu.Lock()
 		running++
@@ -39,6 +39,7 @@ func TestPoolLanesOrderBoundAndStop(t *testing.T) {
 		running--
 		inLane[key]--
 		mu.Unlock()
+		return 0
 	}
 	p := newPool(3, run, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	ctx := context.Background()

@@ -276,7 +276,7 @@ func rejectStatus(err error) (int, string) {
 // accept classifies a decrypted message and makes it durable. It returns the
 // result label for metrics: "accepted", "duplicate", "ignored" or "error".
 func (b *Bridge) accept(a *app, msg *wecom.Message) string {
-	q, ok := classify(a, msg)
+	q, ok := classify(a, msg, b.config().Media)
 	if !ok {
 		return "ignored"
 	}
@@ -291,12 +291,13 @@ func (b *Bridge) accept(a *app, msg *wecom.Message) string {
 		return "duplicate"
 	}
 	b.log.Debug("question accepted", "app", a.cfg.Name, "user", q.User, "job", job.ID, "kind", q.Kind, "text", q.Text)
+	b.fetchSoon(job)
 	b.pool.submit(b.root, job)
 	return "accepted"
 }
 
 // classify turns a message into a job, or reports that nothing is to be done.
-func classify(a *app, m *wecom.Message) (kv.Question, bool) {
+func classify(a *app, m *wecom.Message, media MediaConfig) (kv.Question, bool) {
 	q := kv.Question{App: a.cfg.Name, User: m.FromUserName, DedupKey: m.DedupKey(), MsgType: m.MsgType}
 	if m.CreateTime > 0 {
 		// The message's own time, the same in every retry: the store
@@ -325,7 +326,20 @@ func classify(a *app, m *wecom.Message) (kv.Question, bool) {
 			return q, true
 		}
 		return q, false
-	default: // image, voice, video, location, link, and anything new
+	case "image", "voice", "video", "file":
+		kind := m.MsgType
+		if !media.allows(kind) || m.MediaID == "" {
+			q.Kind = kv.KindNotice
+			return q, true
+		}
+		// Fetched right after the ack (media/get), then asked about; a
+		// picture alone waits for the text that usually follows.
+		a := kv.Attachment{Kind: kind, MediaID: m.MediaID}
+		if kind == "voice" {
+			a.MIME = "audio/" + strings.ToLower(m.Format)
+		}
+		q.Kind, q.Attachments = kv.KindQuestion, []kv.Attachment{a}
+	default: // location, link, and anything new
 		q.Kind = kv.KindNotice
 	}
 	return q, true

@@ -106,3 +106,53 @@ func (s *Store) MergeAttachments(dst, src *Job) error {
 	}
 	return nil
 }
+
+// SetFetched records what the download of attachments found (File, Name,
+// MIME, Size or Problem) in the job as it is now — which may have gained
+// attachments of a held question meanwhile (MergeAttachments) — matching
+// each by its WeCom handle (MediaID or URL). The history entry follows.
+// The job is updated in place from the store.
+func (s *Store) SetFetched(j *Job, fetched []Attachment) error {
+	err := s.update(func(tx *bolt.Tx) error {
+		jobs := tx.Bucket(bucketJobs)
+		v := jobs.Get(idKey(j.ID))
+		if v == nil {
+			return ErrNotFound
+		}
+		var cur Job
+		if err := decodeJob(v, &cur); err != nil {
+			return err
+		}
+		for i := range cur.Attachments {
+			a := &cur.Attachments[i]
+			if a.File != "" || a.Problem != "" {
+				continue
+			}
+			for _, f := range fetched {
+				if f.MediaID == a.MediaID && f.URL == a.URL && (f.File != "" || f.Problem != "") {
+					a.File, a.Name, a.MIME, a.Size, a.Problem, a.Transcript = f.File, f.Name, f.MIME, f.Size, f.Problem, f.Transcript
+					break
+				}
+			}
+		}
+		if err := jobs.Put(idKey(cur.ID), encodeJob(&cur)); err != nil {
+			return err
+		}
+		var e Entry
+		switch err := getEntry(tx, cur.User, cur.ID, &e); {
+		case err == nil:
+			e.Attachments = publicAttachments(cur.Attachments)
+			if err := putEntry(tx, &e); err != nil {
+				return err
+			}
+		case !errors.Is(err, ErrNotFound):
+			return err
+		}
+		*j = cur
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("kv: record fetched attachments of %d: %w", j.ID, err)
+	}
+	return nil
+}

@@ -101,6 +101,9 @@ func updateEntry(tx *bolt.Tx, user string, id uint64, now time.Time, u *EntryUpd
 	if u.MessageID != "" {
 		e.MessageID = u.MessageID
 	}
+	if u.Attachments != nil {
+		e.Attachments = publicAttachments(u.Attachments)
+	}
 	if u.Status != "" {
 		e.Status = u.Status
 	}

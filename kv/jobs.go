@@ -305,6 +305,8 @@ type EntryUpdate struct {
 	RefID     string
 	Truncated bool
 	MessageID string // the backend's id of the answer
+	// Attachments, when not nil, replace the entry's (as fetched).
+	Attachments []Attachment
 }
 
 // CompleteAnswer records, in one transaction, the finished answer of a job,
