@@ -60,6 +60,9 @@ func Check(ctx context.Context, cfg *Config, out io.Writer, log *slog.Logger) bo
 		head = append(head, checkRow{"-", "wecom egress", "INFO", how})
 	}
 
+	if cfg.Media.enabled() {
+		head = append(head, checkRow{"-", "attachments", "INFO", fmt.Sprintf("图片、文件与语音保存在 %s（随历史记录保留期删除）/ attachments are kept in %s, deleted with the history retention", mediaDir(cfg), mediaDir(cfg))})
+	}
 	c := &checker{cfg: cfg, log: log, wecomHC: wecomHC, llmHC: llmHC, probeHC: probeHC, egress: egress}
 	groups := make([][]checkRow, len(cfg.Apps)+len(cfg.Bots))
 	var wg sync.WaitGroup
@@ -286,7 +289,26 @@ func (c *checker) backendRows(ctx context.Context, who, name string) []checkRow 
 	} else {
 		err = fmt.Errorf("%s [config: backends.%s]", explain(err), name)
 	}
-	return []checkRow{row(who, "backend "+name+" ("+bc.Type+")", err, detail)}
+	rows := []checkRow{row(who, "backend "+name+" ("+bc.Type+")", err, detail)}
+	// Attachments: which kinds the backend takes, and where to turn more on.
+	if fs, ok := be.(llm.FileSupport); ok && err == nil && c.cfg.Media.enabled() {
+		sctx, cancel := context.WithTimeout(ctx, checkStepTimeout)
+		caps, cerr := fs.Capabilities(sctx)
+		cancel()
+		switch {
+		case cerr != nil:
+			rows = append(rows, checkRow{who, "attachments", "WARN", explain(cerr)})
+		case !caps.Enabled || len(caps.Kinds) == 0:
+			rows = append(rows, checkRow{who, "attachments", "WARN", "后端不接受图片和文件，用户发来时会收到说明；要开启：" + caps.Setting + " / the backend takes no attachments"})
+		default:
+			var kinds []string
+			for _, k := range caps.Kinds {
+				kinds = append(kinds, string(k))
+			}
+			rows = append(rows, checkRow{who, "attachments", "OK", "接受 / takes: " + strings.Join(kinds, ", ") + "（更多类型：" + caps.Setting + "）"})
+		}
+	}
+	return rows
 }
 
 // explain turns an error into the operator's fix.

@@ -33,7 +33,8 @@ func TestCheckCommand(t *testing.T) {
 		t.Fatalf("check failed on a good setup:\n%s", out.String())
 	}
 	for _, want := range []string{"gettoken", "OK", "agent/get", "backend kb (dify)", "backend chat (openai)", "answers WeCom's URL verification",
-		"corp_id 和 secret 正确", "通过企业微信的 URL 验证"} {
+		"corp_id 和 secret 正确", "通过企业微信的 URL 验证",
+		"attachments", ".media", "文件上传"} { // where attachments are kept; the Dify setting that takes them
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, out.String())
 		}
