@@ -285,12 +285,13 @@ func (b *Bridge) hold(ctx context.Context, j *kv.Job, lane string) time.Duration
 	if cur, err := b.store.Job(j.ID); err == nil {
 		j = cur
 	}
-	usable := false
+	usable, voice := false, true
 	for _, a := range j.Attachments {
 		usable = usable || a.Problem == ""
+		voice = voice && a.Kind == "voice"
 	}
-	if !usable {
-		return 0 // tell the user now why none can be used
+	if !usable || voice {
+		return 0 // tell the user now why none can be used; a voice message is its own question
 	}
 	if next, ok := b.pool.peek(lane); ok {
 		nj, err := b.store.Job(next.ID)
