@@ -2,7 +2,8 @@
 # The README's test command. On a fresh Debian (or Ubuntu) machine with only
 # Go, it first installs what the tests need and Go does not bring:
 #   - Chromium at /usr/bin/chromium: the history page's browser test drives it;
-#   - gcc (and the C library headers): the race detector (-race) needs cgo.
+#   - gcc (and the C library headers): the race detector (-race) needs cgo;
+#   - ffmpeg: the voice tests convert real AMR with it.
 # Then it runs every test with the race detector. Extra arguments go to
 # `go test`, e.g. `bash .ci/test.sh -run TestBinary`.
 set -euo pipefail
@@ -11,6 +12,7 @@ cd "$(dirname "$0")/.."
 need=()
 [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v gcc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing ${need[*]} (needed by the tests; apt-get)"
   if ! command -v apt-get >/dev/null 2>&1; then
