@@ -70,6 +70,9 @@ type Bridge struct {
 	// botWindowNS overrides how long a bot's bubble takes updates (tests).
 	botWindowNS atomic.Int64
 
+	// speech transcribes the apps' voice messages (nil: none configured).
+	speech atomic.Pointer[speech]
+
 	// Attachments being downloaded right after intake, by job id.
 	fetchMu  sync.Mutex
 	fetching map[uint64]chan struct{}
@@ -145,6 +148,11 @@ func New(cfg *Config, d Deps) (*Bridge, error) {
 		return nil, err
 	}
 	b.rt.Store(rt)
+	sp, err := newSpeech(b.root, cfg, b.hc, d.Log)
+	if err != nil {
+		return nil, err
+	}
+	b.speech.Store(sp)
 	b.budget = newBudget(cfg.WeCom.PerMemberPerMinute, d.Now)
 	b.dupSeq = newDupSeqs(d.Store)
 	b.pool = newPool(cfg.Workers.Count, b.processRef, d.Log)
@@ -190,6 +198,9 @@ func (b *Bridge) build(cfg *Config) (*runtime, error) {
 		if be, ok := b.fixed[name]; ok {
 			backends[name] = be
 			continue
+		}
+		if name == cfg.Media.SpeechBackend && bc.Model == "" && bc.TranscriptionModel != "" {
+			continue // a speech-only backend: used by speech, not asked questions
 		}
 		be, err := llm.New(bc, b.hc, b.log.With("backend", name))
 		if err != nil {
@@ -410,7 +421,12 @@ func (b *Bridge) Reload(cfg *Config) error {
 	if err != nil {
 		return err
 	}
+	sp, err := newSpeech(b.root, cfg, b.hc, b.log)
+	if err != nil {
+		return err
+	}
 	b.rt.Store(rt)
+	b.speech.Store(sp)
 	b.budget.setLimit(cfg.WeCom.PerMemberPerMinute)
 	b.startBots(rt)
 	if b.web != nil {

@@ -63,6 +63,14 @@ func Check(ctx context.Context, cfg *Config, out io.Writer, log *slog.Logger) bo
 	if cfg.Media.enabled() {
 		head = append(head, checkRow{"-", "attachments", "INFO", fmt.Sprintf("图片、文件与语音保存在 %s（随历史记录保留期删除）/ attachments are kept in %s, deleted with the history retention", mediaDir(cfg), mediaDir(cfg))})
 	}
+	if len(cfg.Apps) > 0 && cfg.Media.allows("voice") {
+		// Voice messages of apps (AMR) need a speech backend and ffmpeg.
+		if sp, err := newSpeech(ctx, cfg, llmHC, log); err != nil {
+			head = append(head, checkRow{"-", "speech", "FAIL", explain(err)})
+		} else {
+			head = append(head, sp.checkRow(ctx))
+		}
+	}
 	c := &checker{cfg: cfg, log: log, wecomHC: wecomHC, llmHC: llmHC, probeHC: probeHC, egress: egress}
 	groups := make([][]checkRow, len(cfg.Apps)+len(cfg.Bots))
 	var wg sync.WaitGroup

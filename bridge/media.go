@@ -481,10 +481,12 @@ func (b *Bridge) prepareQuestion(ctx context.Context, ep endpoint, r replier, j 
 	return q, "", nil
 }
 
-// transcribe turns a voice message into text (media.speech_backend).
+// transcribe turns a voice message into text (media.speech_backend, and
+// ffmpeg for AMR).
 func (b *Bridge) transcribe(ctx context.Context, f llm.File) (string, error) {
-	return "", errNoVoice
+	sp := b.speech.Load()
+	if ok, why := sp.available(); !ok {
+		return "", fmt.Errorf("bridge: voice messages cannot be transcribed: %s", why)
+	}
+	return sp.transcribe(ctx, f.Data, f.MIME, f.Name)
 }
-
-// errNoVoice: no speech backend is configured for voice messages.
-var errNoVoice = errors.New("bridge: voice messages need media.speech_backend")

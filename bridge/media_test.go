@@ -269,3 +269,57 @@ func TestRetentionDeletesAttachments(t *testing.T) {
 		t.Fatalf("retention left %d files", len(ents))
 	}
 }
+
+// An app's voice message (AMR): converted with ffmpeg, transcribed by the
+// speech backend, asked as text, and the answer starts with what was
+// understood.
+func TestAppVoiceTranscribedAndEchoed(t *testing.T) {
+	needFFmpeg(t)
+	speechFake := llmtest.NewOpenAI(llmtest.WithTranscriptionModels("whisper-1"))
+	defer speechFake.Close()
+	speechFake.PushTranscript("年假怎么请")
+	h := newHarness(t, fmt.Sprintf(`
+[backends.speech]
+type = "openai"
+base_url = %q
+api_key = "sk-llmtest"
+transcription_model = "whisper-1"
+
+[media]
+speech_backend = "speech"
+`, speechFake.URL()))
+	h.dify.Push(llmtest.Script{Answer: "在 OA 里提交年假申请。"})
+	mid := h.wc.AddMedia(testCorp, amrVoice(50), "audio/amr", "1234567.amr")
+	id := 9761255354251345929 + h.msgID.Add(1)
+	inner := []byte(fmt.Sprintf(`<xml><ToUserName><![CDATA[%s]]></ToUserName><FromUserName><![CDATA[zhangsan]]></FromUserName><CreateTime>%d</CreateTime><MsgType><![CDATA[voice]]></MsgType><MediaId><![CDATA[%s]]></MediaId><Format><![CDATA[amr]]></Format><MsgId>%d</MsgId><AgentID>1000002</AgentID></xml>`, testCorp, time.Now().Unix(), mid, id))
+	if st := h.postCallback("helpdesk", mustCallback(t, inner, 1000002)); st != http.StatusOK {
+		t.Fatalf("voice callback: %d", st)
+	}
+	got := h.waitSent("zhangsan", 1)
+	h.waitIdle()
+	if r := h.dify.Requests(); len(r) != 1 || r[0].Query != "年假怎么请" || len(r[0].Attached) != 0 {
+		t.Fatalf("Dify got %+v", r)
+	}
+	if !strings.HasPrefix(joined(got), "你说的是：年假怎么请") || !strings.Contains(joined(got), "在 OA 里提交年假申请。") {
+		t.Fatalf("user got %q", contents(got))
+	}
+	if tr := speechFake.Transcriptions(); len(tr) != 1 || !strings.HasSuffix(tr[0].FileName, ".wav") {
+		t.Fatalf("the speech backend got %+v (want WAV, converted from AMR)", tr)
+	}
+}
+
+// Without a speech backend, a voice message gets a plain reply asking for
+// text, and the LLM is not asked.
+func TestAppVoiceWithoutSpeechBackend(t *testing.T) {
+	h := newHarness(t, "")
+	mid := h.wc.AddMedia(testCorp, amrVoice(5), "audio/amr", "1.amr")
+	inner := []byte(fmt.Sprintf(`<xml><ToUserName><![CDATA[%s]]></ToUserName><FromUserName><![CDATA[zhangsan]]></FromUserName><CreateTime>%d</CreateTime><MsgType><![CDATA[voice]]></MsgType><MediaId><![CDATA[%s]]></MediaId><Format><![CDATA[amr]]></Format><MsgId>77</MsgId><AgentID>1000002</AgentID></xml>`, testCorp, time.Now().Unix(), mid))
+	if st := h.postCallback("helpdesk", mustCallback(t, inner, 1000002)); st != http.StatusOK {
+		t.Fatalf("voice callback: %d", st)
+	}
+	got := h.waitSent("zhangsan", 1)
+	h.waitIdle()
+	if !strings.Contains(got[0].Content, "语音") || len(h.dify.Requests()) != 0 {
+		t.Fatalf("user got %q; Dify asked %d times", got[0].Content, len(h.dify.Requests()))
+	}
+}
