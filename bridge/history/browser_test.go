@@ -2,6 +2,7 @@ package history
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -29,11 +30,11 @@ func TestHistoryBrowser(t *testing.T) {
 		// Not a skip: in CI a missing browser must not pass silently.
 		t.Fatalf("the browser test needs Chromium at %s (apt-get install -y chromium; .ci/run does): %v", chromiumPath, err)
 	}
-	h := newHarness(t, nil)
+	h, mediaDir := mediaHarness(t, nil)
 	// The browser talks to the page itself, so public_url must be the
 	// page's real address; the port is only known once it listens.
 	h.reload(func(c *Config) { c.PublicURL = h.base })
-	seedBrowserData(t, h.store)
+	picID := seedBrowserData(t, h.store, mediaDir)
 	h.wc.SetLoginUser("zhangsan")
 
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
@@ -116,8 +117,29 @@ func TestHistoryBrowser(t *testing.T) {
 	if v := eval(`document.title`); v != "问答记录" {
 		t.Errorf("title = %v", v)
 	}
-	if v := eval(`document.querySelectorAll("img, iframe, svg, math, object, embed, style, body script").length`); v != float64(0) {
+	if v := eval(`document.querySelectorAll("iframe, svg, math, object, embed, style, body script").length`); v != float64(0) {
 		t.Errorf("%v injected elements", v)
+	}
+	// The only picture is the attachment's thumbnail, from the media
+	// route: it loads (the CSP allows img-src 'self'), and is capped in
+	// size by the stylesheet.
+	thumb := fmt.Sprintf("%s/history/media/%d/0", h.base, picID)
+	if v := eval(`Array.from(document.querySelectorAll("img")).map(i => i.src).join(" ")`); v != thumb {
+		t.Errorf("images on the page: %v, want only %s", v, thumb)
+	}
+	run("show the thumbnail", chromedp.ScrollIntoView(chromedp.CSS(".atts img")))
+	run("wait for the thumbnail", chromedp.Poll[chromedp.Void](`(() => { const i = document.querySelector(".atts img"); return i.complete && i.naturalWidth > 0; })()`))
+	if v := eval(`[document.querySelector(".atts img").naturalWidth, document.querySelector(".atts img").naturalHeight].join("x")`); v != "300x200" {
+		t.Errorf("thumbnail's picture is %v, want 300x200", v)
+	}
+	if v := eval(`document.querySelector(".atts img").getBoundingClientRect().width`).(float64); v <= 0 || v > 160 {
+		t.Errorf("thumbnail shown %v px wide, want at most 160", v)
+	}
+	if v := eval(`document.querySelector(".atts a.thumb").getAttribute("href")`); v != fmt.Sprintf("/history/media/%d/0", picID) {
+		t.Errorf("thumbnail links to %v", v)
+	}
+	if text, _ := eval(`document.body.innerText`).(string); !strings.Contains(text, "发票说明.pdf") || !strings.Contains(text, "2.0 KB") {
+		t.Errorf("the file attachment is not shown:\n%s", text)
 	}
 	if v := eval(`document.querySelectorAll("[onerror], [onload], [ontoggle], a[href^='javascript' i]").length`); v != float64(0) {
 		t.Errorf("%v elements with handlers or script links", v)
@@ -202,13 +224,19 @@ func TestHistoryBrowser(t *testing.T) {
 
 // seedBrowserData stores a realistic history with the awkward cases: XSS
 // payloads, long unbroken text, a wide code block and table, every status.
-func seedBrowserData(t *testing.T, st *kv.Store) {
+func seedBrowserData(t *testing.T, st *kv.Store, mediaDir string) (picID uint64) {
 	t.Helper()
+	writeMedia(t, mediaDir, "2-0.png", testPNG(t, 300, 200))
+	writeMedia(t, mediaDir, "2-1.pdf", append([]byte("%PDF-1.4\n"), make([]byte, 2039)...))
 	t0 := time.Now().Add(-26 * time.Hour)
 	at := func(m int) time.Time { return t0.Add(time.Duration(m) * time.Minute) }
 	seedHistory(t, st, "zhangsan", "报销需要哪些材料？", "报销需要准备：\n\n1. **发票原件**（抬头为公司全称）\n2. 审批单\n3. 付款凭证\n\n超过 5000 元需要总监审批。",
 		historySeed{conv: 0, newConv: true, at: at(0)})
-	seedHistory(t, st, "zhangsan", "发票抬头写错了怎么办？", "需要联系开票方**重新开具**，作废的发票不能报销。", historySeed{conv: 0, at: at(3)})
+	picID = seedHistory(t, st, "zhangsan", "发票抬头写错了怎么办？", "需要联系开票方**重新开具**，作废的发票不能报销。", historySeed{conv: 0, at: at(3),
+		atts: []kv.Attachment{
+			{Kind: "image", Name: "发票.png", MIME: "image/png", Size: 1234, File: "2-0.png"},
+			{Kind: "file", Name: "发票说明.pdf", MIME: "application/pdf", Size: 2048, File: "2-1.pdf"},
+		}})
 	seedHistory(t, st, "zhangsan", "帮我写一个导出脚本", "可以用下面的命令：\n\n```sh\n"+
 		"oa export --month 2026-01 --format csv --fields id,applicant,department,amount,currency,status,approver,created_at,updated_at --output /tmp/expense-report-2026-01.csv\n"+
 		"```\n\n| 字段 | 含义 | 示例 | 说明 | 必填 | 类型 | 默认值 | 备注 |\n|---|---|---|---|---|---|---|---|\n"+
@@ -222,4 +250,5 @@ func seedBrowserData(t *testing.T, st *kv.Store) {
 	seedHistory(t, st, "zhangsan", "公司有几天年假？", "抱歉，回答时出了点问题，请稍后再试。（参考编号：K7Q2XM）", historySeed{conv: 1, status: kv.StatusFailed, ref: "K7Q2XM", at: at(24*60 + 6)})
 	seedHistory(t, st, "zhangsan", "帮我总结一下今天的会议", "", historySeed{app: "chat", status: kv.StatusPending, at: at(24*60 + 8)})
 	seedHistory(t, st, "lisi", "李四的问题", "李四的回答", historySeed{at: at(1)})
+	return picID
 }

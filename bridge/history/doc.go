@@ -9,6 +9,7 @@
 //	GET  /history/signed-out    the page shown after logging out
 //	GET  /history/export.md     the whole history as Markdown (oldest first)
 //	GET  /history/export.json   the same as JSON
+//	GET  /history/media/ID/N    a question's attachment (see Attachments)
 //	GET  /history/static/...    embedded CSS and JS, cacheable forever
 //
 // The daemon sees paths without the path of public_url (a reverse proxy that
@@ -23,19 +24,29 @@
 // [Handler.Reload], and sends every request for which [Handler.Handles] is
 // true to [Handler.Serve].
 //
-// # Attachments (issue 11, not built yet)
+// # Attachments (issue 11)
 //
-// Pictures, files and voice of a question will show on the page only to
-// their owner and admins. The access rule already lives in one place:
-// resolve authenticates the request and turns ?user= into the history it
-// may see (its own, or anyone's for an admin), answering the sign-in
-// redirect, 400 or 403 itself. A file route (/history/file/ENTRY/N) calls
-// resolve, then looks the entry up under that user (kv's Entry(user, id),
-// added to Store then), so an id of someone else's entry is a 404, and
-// serves the bytes through a reader the daemon passes in Deps; thumbnails,
-// names, sizes and transcriptions go into entryView. Such responses keep
-// the security headers, no-store, and Content-Disposition: attachment for
-// anything that is not an image.
+// A question's pictures, files and voice messages show under it: pictures
+// as thumbnails (the picture itself, capped in size by the stylesheet,
+// loaded lazily; a click opens it), files as a row with name and size,
+// voice as its transcription, and why an attachment was not used as a
+// note. The bytes are served by
+//
+//	GET  /history/media/ENTRY/N  attachment N of history entry ENTRY (?user= for admins)
+//
+// only to the owner and to admins, behind the sign-in: resolve turns
+// ?user= into the history the request may see, exactly as for the page,
+// and the entry is looked up under that user ([Store].Entry), so an id of
+// someone else's entry is the same 404 as one that does not exist. The
+// file is kv.Attachment.File inside [Config].MediaDir; it must be a plain
+// name and is opened through an os.Root of the directory. Raster pictures
+// are served inline; everything else downloads (Content-Disposition:
+// attachment, the user's file name as RFC 8187 filename*), types a
+// browser could run as a document go out as application/octet-stream, and
+// each response has its own CSP (default-src 'none'), nosniff and
+// Cache-Control: private, no-cache with an ETag. Exports list attachments
+// by reference (kind, name, size, transcription, the route's path), never
+// the bytes.
 //
 // # Caveats
 //

@@ -3,9 +3,13 @@ package history
 import (
 	"io"
 	"log/slog"
+	"mime"
+	"net/url"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/wecom-bridge/wecom-bridge/kv"
 )
@@ -134,4 +138,73 @@ func decodeOr(enc string) string {
 		return "\x00invalid"
 	}
 	return string(b)
+}
+
+// The path of an attachment request comes from the browser; it parses
+// only as two plain decimal numbers (entry id > 0), and the numbers print
+// back as the same path.
+func FuzzMediaPath(f *testing.F) {
+	for _, s := range []string{"7/0", "7/", "/0", "0/0", "+7/0", "7/-1", "7/0/1", "18446744073709551615/9999", "18446744073709551616/0", "07/00", "7/1e3", "７/0"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, rest string) {
+		id, n, ok := parseMediaPath(rest)
+		if !ok {
+			return
+		}
+		if id == 0 || n < 0 || n > 9999 {
+			t.Fatalf("%q: id %d n %d", rest, id, n)
+		}
+		a, b, _ := strings.Cut(rest, "/")
+		if strings.TrimLeft(a, "0") != strconv.FormatUint(id, 10) || (strings.TrimLeft(b, "0") != strconv.Itoa(n) && !(n == 0 && strings.Trim(b, "0") == "")) {
+			t.Fatalf("%q parsed as %d/%d", rest, id, n)
+		}
+	})
+}
+
+// An attachment's name and type come from whoever sent the file. Whatever
+// they are, the Content-Disposition header is plain printable ASCII with
+// no quote inside the fallback name, filename* decodes to the name shown
+// for saving, and that name has no path separator or control character;
+// the Content-Type is never a type a browser would run as a document.
+func FuzzMediaHeaders(f *testing.F) {
+	f.Add("合同 (最终版).pdf", "application/pdf", "7-0.pdf")
+	f.Add("evil\r\nSet-Cookie: a=b\".pdf", "text/html; charset=utf-8", "x")
+	f.Add("../../etc/passwd", "image/svg+xml", "..")
+	f.Add("\xff\xfe", "IMAGE/PNG", "")
+	f.Add("...", "application/xhtml+xml; q=\"", "a/b")
+	f.Fuzz(func(t *testing.T, name, mimeType, file string) {
+		a := &kv.Attachment{Kind: "file", Name: name, MIME: mimeType, File: file}
+		dn := downloadName(a)
+		if dn == "" || strings.ContainsAny(dn, "/\\") || !utf8.ValidString(dn) {
+			t.Fatalf("download name %q", dn)
+		}
+		for _, r := range dn {
+			if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+				t.Fatalf("download name %q has a control character", dn)
+			}
+		}
+		cd := contentDisposition("attachment", dn)
+		for i := 0; i < len(cd); i++ {
+			if cd[i] < 0x20 || cd[i] >= 0x7f {
+				t.Fatalf("header %q has byte %#x", cd, cd[i])
+			}
+		}
+		_, rest, ok := strings.Cut(cd, `; filename="`)
+		fallback, enc, ok2 := strings.Cut(rest, `"; filename*=UTF-8''`)
+		if !ok || !ok2 || strings.ContainsAny(fallback, `"\;`) || strings.ContainsAny(enc, `"; `) {
+			t.Fatalf("header %q", cd)
+		}
+		if got, err := url.PathUnescape(enc); err != nil || got != dn {
+			t.Fatalf("filename* %q decodes to %q, want %q", enc, got, dn)
+		}
+		ct, inline := mediaKind(a)
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || activeType(mt) || (inline && !inlineImages[mt]) {
+			t.Fatalf("MIME %q served as %q (inline %v)", mimeType, ct, inline)
+		}
+		if validMediaFile(file) && (strings.ContainsAny(file, "/\\\x00") || strings.Trim(file, ".") == "" || filepath.Base(file) != file || filepath.Clean(file) != file) {
+			t.Fatalf("file %q accepted", file)
+		}
+	})
 }

@@ -57,11 +57,18 @@ type Config struct {
 	// the page tells users, so that old questions do not vanish unexplained.
 	// 0 means forever.
 	Retention time.Duration
+	// MediaDir is the directory of the questions' attachment files (the
+	// storage path + ".media"); kv.Attachment.File is a plain name inside
+	// it. Empty: attachments are listed, but none is served.
+	MediaDir string
 }
 
 // Store is the state the page reads and writes. *kv.Store satisfies it.
 type Store interface {
 	History(q kv.HistoryQuery) (entries []kv.Entry, next uint64, err error)
+	// Entry is the history entry id if it is user's (kv.ErrNotFound if it
+	// is not, or does not exist).
+	Entry(user string, id uint64) (kv.Entry, error)
 	Session(id string) (kv.Session, error)
 	PutSession(sess kv.Session) error
 	DeleteSession(id string) error
@@ -121,6 +128,7 @@ type settings struct {
 	ttl       time.Duration
 	admins    map[string]bool // lower-case userids
 	keep      string          // the retention note; "" when history is kept forever
+	mediaDir  string          // "" when attachments are not served
 	sessName  string
 	stateName string
 	// cookiePath scopes the cookies: "/" for __Host- cookies (required),
@@ -184,6 +192,7 @@ func (w *Handler) settings(cfg Config) (*settings, error) {
 		loginApp: cfg.LoginApp,
 		ttl:      cfg.SessionTTL,
 		keep:     retentionNote(cfg.Retention),
+		mediaDir: cfg.MediaDir,
 		admins:   map[string]bool{},
 	}
 	if s.ttl <= 0 {
@@ -298,6 +307,8 @@ func (w *Handler) Serve(ctx *fasthttp.RequestCtx) {
 		w.onlyGet(ctx, s, func(ctx *fasthttp.RequestCtx, s *settings) { w.export(ctx, s, "md") })
 	case string(sub) == "/export.json":
 		w.onlyGet(ctx, s, func(ctx *fasthttp.RequestCtx, s *settings) { w.export(ctx, s, "json") })
+	case bytes.HasPrefix(sub, []byte(mediaPath)):
+		w.onlyGet(ctx, s, func(ctx *fasthttp.RequestCtx, s *settings) { w.media(ctx, s, string(sub[len(mediaPath):])) })
 	case bytes.HasPrefix(sub, []byte("/static/")):
 		w.onlyGet(ctx, s, func(ctx *fasthttp.RequestCtx, s *settings) {
 			if !w.ui.static(ctx, string(sub[len("/static/"):])) {

@@ -154,6 +154,7 @@ type historySeed struct {
 	newConv bool
 	ref     string
 	at      time.Time
+	atts    []kv.Attachment // the question's attachments, as the intake records them
 }
 
 // seed records a question and its answer for user directly in the store.
@@ -166,7 +167,7 @@ func seedHistory(t testing.TB, st *kv.Store, user, q, a string, o historySeed) u
 		o.status = kv.StatusDone
 	}
 	job, _, err := st.Accept(kv.Question{App: o.app, User: user, DedupKey: fmt.Sprintf("seed:%d", seedN.Add(1)),
-		Kind: kv.KindQuestion, Text: q, MsgType: "text", Received: o.at, Chat: o.chat})
+		Kind: kv.KindQuestion, Text: q, MsgType: "text", Received: o.at, Chat: o.chat, Attachments: o.atts})
 	if err != nil {
 		t.Fatal(err)
 	}

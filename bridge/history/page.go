@@ -75,9 +75,6 @@ func (w *Handler) resolve(ctx *fasthttp.RequestCtx, s *settings) (*historyView, 
 		}
 		v.before = n
 	}
-	if v.viewing() {
-		w.log.Info("history page: admin views a user's history", "admin", sess.user, "user", v.target)
-	}
 	return v, true
 }
 
@@ -145,12 +142,17 @@ type entryView struct {
 	Truncated bool
 	Interim   bool   // the answer shown is not final yet
 	Plain     string // a fixed reply (a refusal), shown as text
+	// Attachments are the question's pictures, files and voice messages.
+	Attachments []attachmentView
 }
 
 func (w *Handler) page(ctx *fasthttp.RequestCtx, s *settings) {
 	v, ok := w.resolve(ctx, s)
 	if !ok {
 		return
+	}
+	if v.viewing() {
+		w.log.Info("history page: admin views a user's history", "admin", v.sess.user, "user", v.target)
 	}
 	// One entry more than shown: it tells whether there is a next page,
 	// and whether the last conversation shown goes on there.
@@ -215,7 +217,11 @@ func (w *Handler) buildPage(s *settings, v *historyView, entries []kv.Entry) *pa
 	if v.before != 0 {
 		pv.Newest = link("", search)
 	}
-	pv.Groups = groupEntries(entries, now, w.ui.md)
+	var media func(id uint64, n int) string
+	if s.mediaDir != "" {
+		media = func(id uint64, n int) string { return s.mediaURL(v, id, n) }
+	}
+	pv.Groups = groupEntries(entries, now, w.ui.md, media)
 	if peek != nil && len(splitConversations(append(entries[:len(entries):len(entries)], *peek))) == len(pv.Groups) {
 		pv.Groups[len(pv.Groups)-1].Continued = true
 	}
@@ -260,8 +266,9 @@ func splitConversations(entries []kv.Entry) []int {
 	return starts
 }
 
-// groupEntries makes the views of a page's conversations.
-func groupEntries(entries []kv.Entry, now time.Time, md *markdown) []groupView {
+// groupEntries makes the views of a page's conversations; media links
+// attachments (nil: they are listed without links).
+func groupEntries(entries []kv.Entry, now time.Time, md *markdown, media func(id uint64, n int) string) []groupView {
 	starts := splitConversations(entries)
 	groups := make([]groupView, len(starts))
 	for g, from := range starts {
@@ -272,7 +279,7 @@ func groupEntries(entries []kv.Entry, now time.Time, md *markdown) []groupView {
 		run := entries[from:to]
 		gv := groupView{App: run[0].App, Group: run[0].Chat != "", Entries: make([]entryView, len(run))}
 		for i := range run {
-			gv.Entries[i] = entryOf(&run[i], now, md)
+			gv.Entries[i] = entryOf(&run[i], now, md, media)
 			gv.Started = gv.Started || run[i].NewConv
 		}
 		if len(run) > 1 { // one entry shows its own time
@@ -294,7 +301,7 @@ func feedbackLabel(rating string) string {
 	return ""
 }
 
-func entryOf(e *kv.Entry, now time.Time, md *markdown) entryView {
+func entryOf(e *kv.Entry, now time.Time, md *markdown, media func(id uint64, n int) string) entryView {
 	ev := entryView{
 		ID: e.ID, Question: e.Question, State: string(e.Status),
 		Time: shortTime(e.Created, now), ISO: e.Created.In(chinaTime).Format(time.RFC3339),
@@ -318,6 +325,11 @@ func entryOf(e *kv.Entry, now time.Time, md *markdown) entryView {
 	if e.Answer != "" && ev.Plain == "" {
 		ev.Answer = md.render(e.Answer)
 	}
+	var link func(n int) string
+	if media != nil {
+		link = func(n int) string { return media(e.ID, n) }
+	}
+	ev.Attachments = attachmentViews(e, link)
 	return ev
 }
 
@@ -372,8 +384,11 @@ type exportEntry struct {
 	NewConv      bool      `json:"new_conversation"`
 	Ref          string    `json:"ref,omitempty"`
 	Truncated    bool      `json:"truncated,omitempty"`
-	Created      time.Time `json:"created"`
-	Updated      time.Time `json:"updated"`
+	// Attachments are references (kind, name, size, the media route's
+	// path), never the bytes.
+	Attachments []exportAttachment `json:"attachments,omitempty"`
+	Created     time.Time          `json:"created"`
+	Updated     time.Time          `json:"updated"`
 }
 
 type exportDoc struct {
@@ -425,7 +440,8 @@ func (w *Handler) export(ctx *fasthttp.RequestCtx, s *settings, format string) {
 			doc.Entries[i] = exportEntry{
 				ID: e.ID, App: e.App, Question: e.Question, Answer: e.Answer, Status: e.Status,
 				Conversation: e.ConvSeq, NewConv: e.NewConv, Ref: e.RefID, Truncated: e.Truncated,
-				Created: e.Created.UTC(), Updated: e.Updated.UTC(),
+				Attachments: s.exportAttachments(v, &all[i]),
+				Created:     e.Created.UTC(), Updated: e.Updated.UTC(),
 			}
 		}
 		ctx.SetContentType("application/json; charset=utf-8")
@@ -437,10 +453,10 @@ func (w *Handler) export(ctx *fasthttp.RequestCtx, s *settings, format string) {
 		return
 	}
 	ctx.SetContentType("text/markdown; charset=utf-8")
-	ctx.SetBody(exportMarkdown(v, all, now))
+	ctx.SetBody(exportMarkdown(s, v, all, now))
 }
 
-func exportMarkdown(v *historyView, all []kv.Entry, now time.Time) []byte {
+func exportMarkdown(s *settings, v *historyView, all []kv.Entry, now time.Time) []byte {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "# 问答记录：%s\n\n", v.target)
 	fmt.Fprintf(&b, "导出时间：%s（UTC+8）· 共 %d 条 · 按时间从早到晚", now.In(chinaTime).Format("2006-01-02 15:04"), len(all))
@@ -459,6 +475,7 @@ func exportMarkdown(v *historyView, all []kv.Entry, now time.Time) []byte {
 		for _, line := range strings.Split(e.Question, "\n") {
 			b.WriteString("> " + line + "\n")
 		}
+		writeMarkdownAttachments(&b, s.origin, s.exportAttachments(v, e))
 		b.WriteString("\n**答：**\n\n")
 		switch {
 		case e.Answer != "":
