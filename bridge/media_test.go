@@ -84,6 +84,22 @@ func TestPictureThenTextIsOneQuestion(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(h.dbPath+".media", e[0].Attachments[0].File)); err != nil {
 		t.Fatalf("the picture is not kept next to the database: %v", err)
 	}
+	// The asker's history page shows the picture and serves its bytes.
+	c := newPageClient(h)
+	c.login("zhangsan")
+	st, body, _ := c.get("/history")
+	src := fmt.Sprintf("/history/media/%d/0", e[0].ID)
+	if st != http.StatusOK || !strings.Contains(body, src) {
+		t.Fatalf("history page %d lacks the thumbnail %s:\n%s", st, src, body)
+	}
+	if st, img, hdr := c.get(src); st != http.StatusOK || img != string(pic) || hdr.Get("Content-Type") != "image/png" {
+		t.Fatalf("thumbnail: %d %s, %d bytes", st, hdr.Get("Content-Type"), len(img))
+	}
+	other := newPageClient(h)
+	other.login("lisi")
+	if st, _, _ := other.get(src); st != http.StatusNotFound {
+		t.Fatalf("another user fetched the picture: %d", st)
+	}
 }
 
 // Pictures alone: several in a row join; with no text after the hold

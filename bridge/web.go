@@ -17,6 +17,7 @@ func historyConfig(c *Config) history.Config {
 		SessionTTL: c.History.SessionTTL,
 		Admins:     c.History.Admins,
 		Retention:  c.Storage.Retention,
+		MediaDir:   mediaDir(c),
 	}
 }
 
