@@ -339,3 +339,50 @@ func TestAppVoiceWithoutSpeechBackend(t *testing.T) {
 		t.Fatalf("user got %q; Dify asked %d times", got[0].Content, len(h.dify.Requests()))
 	}
 }
+
+// BenchmarkPictureQuestion measures what a picture adds to a question:
+// from the text's callback to Dify receiving the question, with a 200 KB
+// picture sent just before (fetched from WeCom, kept, uploaded to Dify),
+// against the same question without one. Run:
+// go test -run '^$' -bench PictureQuestion -benchtime 30x ./bridge
+func BenchmarkPictureQuestion(b *testing.B) {
+	pic := bytes.Repeat(testPNG(b), 1) // a real PNG header...
+	pic = append(pic, make([]byte, 200<<10)...)
+	for _, withPic := range []bool{false, true} {
+		name := "text"
+		if withPic {
+			name = "text+picture"
+		}
+		b.Run(name, func(b *testing.B) {
+			h := newHarness(b, "\n[media]\nhold = \"10s\"\n")
+			h.dify.SetFileUpload(llmtest.FileUpload{Enabled: true, Types: []string{"image"}})
+			var total time.Duration
+			for i := 0; i < b.N; i++ {
+				h.dify.Push(llmtest.Script{Answer: "好。"})
+				user := []string{"zhangsan", "lisi", "wangwu"}[i%3]
+				if withPic {
+					h.askImage("helpdesk", user, h.wc.AddMedia(testCorp, pic, "image/png", "p.png"))
+				}
+				n := len(h.dify.Requests())
+				start := time.Now()
+				h.ask("helpdesk", user, fmt.Sprintf("问题 %d", i))
+				for len(h.dify.Requests()) == n {
+					time.Sleep(200 * time.Microsecond)
+				}
+				total += time.Since(start)
+				h.waitIdle()
+			}
+			b.ReportMetric(float64(total.Microseconds())/float64(b.N)/1000, "ms-to-dify")
+			if withPic {
+				ents, _ := os.ReadDir(h.dbPath + ".media")
+				var size int64
+				for _, e := range ents {
+					if info, err := e.Info(); err == nil {
+						size += info.Size()
+					}
+				}
+				b.ReportMetric(float64(size)/float64(max(len(ents), 1)), "disk-bytes/attachment")
+			}
+		})
+	}
+}
