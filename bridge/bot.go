@@ -440,6 +440,10 @@ func (c *botConn) hold(b *Bridge, bt *bot, j *kv.Job) {
 	c.live[j.ID] = l
 	c.mu.Unlock()
 	thinking := bt.set.texts.Thinking
+	if len(j.Attachments) > 0 && strings.TrimSpace(j.Text) == "" && j.Attachments[0].Kind != "voice" {
+		// Held for the question that usually follows (media.hold).
+		thinking = "已收到，请接着发送你的问题；没有的话我稍后直接看图回答。"
+	}
 	_ = l.stream.Update(thinking)
 	var tick func()
 	tick = func() {
