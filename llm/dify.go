@@ -441,17 +441,12 @@ func workflowOutput(outputs json.RawMessage, name string) (string, bool) {
 	return "", false
 }
 
-// Check implements Checker: it reads GET /info and confirms the app type
-// matches dify_mode.
-func (d *dify) Check(ctx context.Context) (*Info, error) {
-	info, err := d.check(ctx)
-	return info, scrub(err, d.cfg.APIKey)
-}
-
-func (d *dify) check(ctx context.Context) (*Info, error) {
+// get makes one GET of the app API (within idle_timeout) and returns at
+// most limit bytes of a 200 answer; anything else is an *APIError.
+func (d *dify) get(ctx context.Context, path string, limit int64) ([]byte, error) {
 	ctx, cancel := context.WithTimeoutCause(ctx, d.cfg.IdleTimeout, &timeoutError{sentinel: ErrTimeout, after: d.cfg.IdleTimeout})
 	defer cancel()
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodGet, d.cfg.BaseURL+"/info", nil)
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodGet, d.cfg.BaseURL+path, nil)
 	if err != nil {
 		return nil, fmt.Errorf("llm: dify: build request: %w", err)
 	}
@@ -464,12 +459,31 @@ func (d *dify) check(ctx context.Context) (*Info, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, apiErrorFromResponse(TypeDify, resp, d.cfg.APIKey, false)
 	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, limit))
+	if err != nil {
+		return nil, attemptError(TypeDify, ctx, err)
+	}
+	return body, nil
+}
+
+// Check implements Checker: it reads GET /info and confirms the app type
+// matches dify_mode.
+func (d *dify) Check(ctx context.Context) (*Info, error) {
+	info, err := d.check(ctx)
+	return info, scrub(err, d.cfg.APIKey)
+}
+
+func (d *dify) check(ctx context.Context) (*Info, error) {
+	data, err := d.get(ctx, "/info", maxErrorBody)
+	if err != nil {
+		return nil, err
+	}
 	var body struct {
 		Name string `json:"name"`
 		Mode string `json:"mode"`
 	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, maxErrorBody)).Decode(&body); err != nil {
-		return nil, &APIError{Backend: TypeDify, Status: resp.StatusCode, Code: "bad_response",
+	if err := json.Unmarshal(data, &body); err != nil {
+		return nil, &APIError{Backend: TypeDify, Status: http.StatusOK, Code: "bad_response",
 			Message: "GET /info did not return JSON", Hint: "check base_url (it usually ends in /v1)", kind: ErrEndpointNotFound}
 	}
 	info := &Info{Name: body.Name, Mode: body.Mode}

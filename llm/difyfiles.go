@@ -37,28 +37,13 @@ func (d *dify) Capabilities(ctx context.Context) (*FileCaps, error) {
 }
 
 func (d *dify) fetchCaps(ctx context.Context) (*FileCaps, error) {
-	ctx, cancel := context.WithTimeoutCause(ctx, d.cfg.IdleTimeout, &timeoutError{sentinel: ErrTimeout, after: d.cfg.IdleTimeout})
-	defer cancel()
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodGet, d.cfg.BaseURL+"/parameters", nil)
+	body, err := d.get(ctx, "/parameters", maxParametersBody)
 	if err != nil {
-		return nil, fmt.Errorf("llm: dify: build request: %w", err)
-	}
-	hreq.Header.Set("Authorization", "Bearer "+d.cfg.APIKey)
-	resp, err := d.hc.Do(hreq)
-	if err != nil {
-		return nil, attemptError(TypeDify, ctx, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, apiErrorFromResponse(TypeDify, resp, d.cfg.APIKey, false)
-	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxParametersBody))
-	if err != nil {
-		return nil, attemptError(TypeDify, ctx, err)
+		return nil, err
 	}
 	caps, err := parseDifyParameters(body)
 	if err != nil {
-		return nil, &APIError{Backend: TypeDify, Status: resp.StatusCode, Code: "bad_response",
+		return nil, &APIError{Backend: TypeDify, Status: http.StatusOK, Code: "bad_response",
 			Message: "GET /parameters did not return the expected JSON: " + err.Error(),
 			Hint:    "check base_url (it usually ends in /v1)", kind: ErrEndpointNotFound}
 	}
