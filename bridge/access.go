@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -9,6 +10,51 @@ import (
 
 	"github.com/wecom-bridge/wecom-bridge/kv"
 )
+
+// access is an app's or bot's allowlist: allow_users and
+// allow_departments. With departments listed but no way to look them up (a
+// bot without any app), only the listed users are allowed.
+type access struct {
+	users  map[string]bool // lower-cased: WeCom ids ignore case
+	depts  []int64
+	cache  *deptCache
+	lookup func(context.Context, string) ([]int64, error)
+}
+
+func newAccess(users []string, depts []int64, cache *deptCache, lookup func(context.Context, string) ([]int64, error)) access {
+	a := access{depts: depts, cache: cache, lookup: lookup}
+	if len(users) > 0 {
+		a.users = map[string]bool{}
+		for _, u := range users {
+			a.users[strings.ToLower(u)] = true
+		}
+	}
+	return a
+}
+
+// allows reports whether user may ask: true when no allowlist is set, or
+// the user is listed, or is in a listed department.
+func (a access) allows(ctx context.Context, user string) (bool, error) {
+	if len(a.users) == 0 && len(a.depts) == 0 {
+		return true, nil
+	}
+	if a.users[strings.ToLower(user)] {
+		return true, nil
+	}
+	if len(a.depts) == 0 || a.lookup == nil {
+		return false, nil
+	}
+	ids, err := a.cache.get(ctx, user, a.lookup)
+	if err != nil {
+		return false, err
+	}
+	for _, id := range ids {
+		if slices.Contains(a.depts, id) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
 
 // deptCache remembers members' departments for allow_departments checks, so
 // the contacts API is asked at most once per member per TTL.

@@ -28,36 +28,16 @@ type app struct {
 	texts   Texts
 	wc      WeComConfig
 	depts   *deptCache
-	allowU  map[string]bool
+	access  access
 	set     answerSettings
 }
 
 func (a *app) settings() *answerSettings { return &a.set }
 
-// allowed reports whether the user may use the app: true when no allowlist
-// is configured, or the user is listed, or is in a listed department.
+// allowed reports whether the user may use the app (allow_users,
+// allow_departments).
 func (a *app) allowed(ctx context.Context, user string) (bool, error) {
-	if len(a.cfg.AllowUsers) == 0 && len(a.cfg.AllowDepartments) == 0 {
-		return true, nil
-	}
-	if a.allowU[strings.ToLower(user)] {
-		return true, nil
-	}
-	if len(a.cfg.AllowDepartments) == 0 {
-		return false, nil
-	}
-	ids, err := a.depts.get(ctx, user, a.client.UserDepartments)
-	if err != nil {
-		return false, err
-	}
-	for _, id := range ids {
-		for _, want := range a.cfg.AllowDepartments {
-			if id == want {
-				return true, nil
-			}
-		}
-	}
-	return false, nil
+	return a.access.allows(ctx, user)
 }
 
 func (a *app) replier(b *Bridge, j *kv.Job, log *slog.Logger) replier {

@@ -48,39 +48,15 @@ const (
 type bot struct {
 	cfg    BotConfig
 	set    answerSettings
-	allowU map[string]bool
-	// depts looks up departments with the first app's client (a bot has
-	// no contacts access of its own); nil without apps.
-	depts    *deptCache
-	deptsAPI func(context.Context, string) ([]int64, error)
-	conn     *botConn       // websocket mode
-	hook     *aibot.Webhook // webhook mode
+	access access
+	conn   *botConn       // websocket mode
+	hook   *aibot.Webhook // webhook mode
 }
 
 func (bt *bot) settings() *answerSettings { return &bt.set }
 
 func (bt *bot) allowed(ctx context.Context, user string) (bool, error) {
-	if len(bt.cfg.AllowUsers) == 0 && len(bt.cfg.AllowDepartments) == 0 {
-		return true, nil
-	}
-	if bt.allowU[strings.ToLower(user)] {
-		return true, nil
-	}
-	if len(bt.cfg.AllowDepartments) == 0 || bt.deptsAPI == nil {
-		return false, nil
-	}
-	ids, err := bt.depts.get(ctx, user, bt.deptsAPI)
-	if err != nil {
-		return false, err
-	}
-	for _, id := range ids {
-		for _, want := range bt.cfg.AllowDepartments {
-			if id == want {
-				return true, nil
-			}
-		}
-	}
-	return false, nil
+	return bt.access.allows(ctx, user)
 }
 
 // botConn is a bot's long connection; it outlives reloads that leave the
@@ -479,14 +455,19 @@ func (c *botConn) remove(id uint64) *botLive {
 	return l
 }
 
-// closeWith finishes a bubble with text, if it is still open.
-func (l *botLive) closeWith(text string) {
+// quiet stops the placeholder's refreshes.
+func (l *botLive) quiet() {
 	l.mu.Lock()
 	l.started = true
 	if l.keeper != nil {
 		l.keeper.Stop()
 	}
 	l.mu.Unlock()
+}
+
+// closeWith finishes a bubble with text, if it is still open.
+func (l *botLive) closeWith(text string) {
+	l.quiet()
 	if l.stream == nil {
 		l.mu.Lock()
 		l.text, l.finished = text, true
@@ -502,12 +483,7 @@ func (l *botLive) closeWith(text string) {
 // proactive messages): its stream goroutine stops, and WeCom stops
 // waiting for the req_id.
 func (l *botLive) close() {
-	l.mu.Lock()
-	l.started = true
-	if l.keeper != nil {
-		l.keeper.Stop()
-	}
-	l.mu.Unlock()
+	l.quiet()
 	if l.stream == nil {
 		return
 	}
@@ -594,15 +570,7 @@ func (r *botReply) open() bool {
 // usable reports whether the bubble can still take streamed updates.
 func (r *botReply) usable() bool { return !r.over && r.open() }
 
-func (r *botReply) begin() {
-	l := r.live
-	l.mu.Lock()
-	l.started = true
-	if l.keeper != nil {
-		l.keeper.Stop()
-	}
-	l.mu.Unlock()
-}
+func (r *botReply) begin() { r.live.quiet() }
 
 func (r *botReply) resume(ctx context.Context) error {
 	if r.j.AnswerDone {

@@ -228,12 +228,7 @@ func (b *Bridge) build(cfg *Config) (*runtime, error) {
 			name: ac.Name, backend: a.backend, bcfg: a.bcfg, texts: cfg.Texts, inputs: ac.Inputs,
 			idleRollover: ac.IdleRollover, perMinute: ac.PerMinute, perDay: ac.PerDay, welcome: ac.Welcome,
 		}
-		if len(ac.AllowUsers) > 0 {
-			a.allowU = map[string]bool{}
-			for _, u := range ac.AllowUsers {
-				a.allowU[strings.ToLower(u)] = true
-			}
-		}
+		a.access = newAccess(ac.AllowUsers, ac.AllowDepartments, cc.depts, cc.client.UserDepartments)
 		rt.apps[ac.Name] = a
 	}
 	usedBots := map[botKey]bool{}
@@ -244,15 +239,12 @@ func (b *Bridge) build(cfg *Config) (*runtime, error) {
 			inputs: bc.Inputs, idleRollover: bc.IdleRollover, perMinute: bc.PerMinute, perDay: bc.PerDay,
 			welcome: bc.Welcome,
 		}
-		if len(bc.AllowUsers) > 0 {
-			bt.allowU = map[string]bool{}
-			for _, u := range bc.AllowUsers {
-				bt.allowU[strings.ToLower(u)] = true
-			}
-		}
-		if len(bc.AllowDepartments) > 0 && len(cfg.Apps) > 0 {
+		// A bot cannot read the contacts: departments are looked up with
+		// the first app's client, if there is one.
+		bt.access = newAccess(bc.AllowUsers, bc.AllowDepartments, nil, nil)
+		if len(cfg.Apps) > 0 {
 			if first := rt.apps[cfg.Apps[0].Name]; first != nil {
-				bt.depts, bt.deptsAPI = first.depts, first.client.UserDepartments
+				bt.access = newAccess(bc.AllowUsers, bc.AllowDepartments, first.depts, first.client.UserDepartments)
 			}
 		}
 		switch bc.Mode {

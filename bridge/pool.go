@@ -89,15 +89,23 @@ func (p *pool) submit(ctx context.Context, j *kv.Job) {
 		l.isReady = true
 		p.ready.push(l)
 	}
-	start := p.workers < p.n
-	if start {
-		p.workers++
-		p.wg.Add(1)
-	}
+	start := p.claimWorkerLocked()
 	p.mu.Unlock()
 	if start {
 		go p.work(ctx)
 	}
+}
+
+// claimWorkerLocked reports whether the caller must start a worker for
+// work just made ready (there are fewer than n); it counts it already.
+// Call with p.mu held.
+func (p *pool) claimWorkerLocked() bool {
+	if p.workers >= p.n {
+		return false
+	}
+	p.workers++
+	p.wg.Add(1)
+	return true
 }
 
 // unparkLocked puts a parked lane's job back in front of its queue and the
@@ -128,11 +136,7 @@ func (p *pool) wake(ctx context.Context, l *lane) {
 		return
 	}
 	p.unparkLocked(l)
-	start := p.workers < p.n
-	if start {
-		p.workers++
-		p.wg.Add(1)
-	}
+	start := p.claimWorkerLocked()
 	p.mu.Unlock()
 	if start {
 		go p.work(ctx)
