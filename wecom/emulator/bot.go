@@ -152,6 +152,10 @@ type botConn struct {
 	acks    chan botAck
 	unacked map[string]int // guarded by BotServer.mu
 	dead    bool
+	// subscribed is closed once the subscribe ack is written: a push
+	// waits for it, so that, as with WeCom, no callback reaches a bot
+	// ahead of its subscribe ack (the bot would not take it).
+	subscribed chan struct{}
 }
 
 type botAck struct {
@@ -271,7 +275,7 @@ func (s *BotServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ws.SetReadLimit(botReadLimit)
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &botConn{ws: ws, ctx: ctx, cancel: cancel, acks: make(chan botAck, 4096), unacked: map[string]int{}}
+	c := &botConn{ws: ws, ctx: ctx, cancel: cancel, acks: make(chan botAck, 4096), unacked: map[string]int{}, subscribed: make(chan struct{})}
 	defer func() {
 		cancel()
 		ws.CloseNow()
@@ -355,6 +359,9 @@ func (s *BotServer) subscribe(c *botConn) bool {
 		ack.ErrMsg = rec.ErrMsg
 	}
 	werr := s.writeFrame(c, ack)
+	if ok {
+		close(c.subscribed)
+	}
 	if old != nil {
 		s.displace(old)
 	}
@@ -664,6 +671,11 @@ func (s *BotServer) Push(botID string, m aibot.Message) (string, error) {
 	body, err := json.Marshal(m)
 	if err != nil {
 		return "", fmt.Errorf("emulator: encode callback: %w", err)
+	}
+	select { // after its subscribe ack, never before
+	case <-c.subscribed:
+	case <-c.ctx.Done():
+		return "", ErrBotNotConnected
 	}
 	if err := s.writeFrame(c, aibot.Frame{Cmd: cmd, Headers: aibot.Headers{ReqID: reqID}, Body: body}); err != nil {
 		return "", fmt.Errorf("%w: push: %w", ErrBotNotConnected, err)
