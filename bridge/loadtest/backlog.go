@@ -63,13 +63,13 @@ func (e *env) backlog() error {
 		return err
 	}
 	defer g.close()
-	g.hang()
 	p, base, err := e.daemonWith(daemonOpts{name: "backlog", db: filepath.Join("backlog", "bridge.db"), llm: g.url, slowLLM: true})
 	if err != nil {
 		return err
 	}
 	defer p.stop()
 	time.Sleep(time.Second)
+	g.hang()
 	if r.idle, err = p.memory(); err != nil {
 		return err
 	}

@@ -96,13 +96,13 @@ func (e *env) bytesOn(name, db, label string) (bytesRun, error) {
 		return r, err
 	}
 	defer g.close()
-	g.slow(llmAnswerTime)
 	p, base, err := e.daemonWith(daemonOpts{name: name, db: db, llm: g.url})
 	if err != nil {
 		return r, err
 	}
 	defer p.stop()
 	time.Sleep(time.Second)
+	g.slow(llmAnswerTime)
 	dir := filepath.Join(e.dir, name)
 	if r.sizeBefore, r.allocBefore, err = dirUsage(dir); err != nil {
 		return r, err

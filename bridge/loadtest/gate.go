@@ -2,32 +2,33 @@ package main
 
 import (
 	"io"
-	"log"
 	"net"
-	"net/http"
-	"net/http/httputil"
 	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
 )
 
-// gate sits between the daemon and the fake Dify and decides how the LLM
-// behaves for the runs that need it to change mid-run: it holds every
-// question (the LLM hangs) until released, delays each by a fixed time (a
-// slow LLM), or passes it straight through (the fake echoes at once).
-// Other requests (/info, /parameters, stop) always pass.
+// gate sits between the daemon and the fake Dify, at the TCP level, and
+// decides how the LLM behaves for the runs that need it to change mid-run:
+// it holds every request (the LLM hangs) until released, delays each by a
+// fixed time (a slow LLM), or passes it straight on (the fake echoes at
+// once). It copies bytes and nothing else, so it cannot change what the
+// daemon and the fake say to each other: what the daemon sends waits at
+// the gate, what the fake answers always flows.
 type gate struct {
-	srv   *http.Server
+	ln    net.Listener
+	up    string // host:port of the fake
 	url   string
 	mu    sync.Mutex
-	open  chan struct{} // closed when questions may pass
+	open  chan struct{} // closed when requests may pass
 	delay time.Duration
-	held  atomic.Int64 // questions waiting at the gate now
+	held  atomic.Int64 // requests waiting at the gate now
+	conns sync.WaitGroup
 }
 
 func newGate(upstream string) (*gate, error) {
-	u, err := url.Parse(upstream) // ".../v1"
+	u, err := url.Parse(upstream) // "http://127.0.0.1:port/v1"
 	if err != nil {
 		return nil, err
 	}
@@ -35,54 +36,65 @@ func newGate(upstream string) (*gate, error) {
 	if err != nil {
 		return nil, err
 	}
-	g := &gate{open: make(chan struct{})}
+	g := &gate{ln: ln, up: u.Host, open: make(chan struct{})}
 	close(g.open)
-	rp := &httputil.ReverseProxy{
-		Rewrite:       func(r *httputil.ProxyRequest) { r.SetURL(&url.URL{Scheme: u.Scheme, Host: u.Host}) },
-		FlushInterval: -1, // the answer streams
-		Transport:     &http.Transport{MaxIdleConnsPerHost: 1024, IdleConnTimeout: time.Minute},
-		// The daemon hangs up once it has the answer's last event, before
-		// the fake's stream ends; that is not worth a log line.
-		ErrorLog: log.New(io.Discard, "", 0),
+	g.url = "http://" + ln.Addr().String() + u.Path
+	go g.serve()
+	return g, nil
+}
+
+func (g *gate) serve() {
+	for {
+		c, err := g.ln.Accept()
+		if err != nil {
+			return
+		}
+		g.conns.Add(1)
+		go func() {
+			defer g.conns.Done()
+			g.pipe(c)
+		}()
 	}
-	g.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodPost && isQuestion(r.URL.Path) {
+}
+
+// pipe joins one daemon connection to a fresh one to the fake. Each chunk
+// the daemon writes (in practice a whole request: the client flushes it
+// in one write) waits while the gate is shut, then for the delay.
+func (g *gate) pipe(c net.Conn) {
+	defer c.Close()
+	up, err := net.Dial("tcp", g.up)
+	if err != nil {
+		return
+	}
+	defer up.Close()
+	go func() {
+		_, _ = io.Copy(c, up)
+		c.Close()
+	}()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := c.Read(buf)
+		if n > 0 {
 			g.mu.Lock()
 			open, delay := g.open, g.delay
 			g.mu.Unlock()
 			g.held.Add(1)
-			select {
-			case <-open:
-			case <-r.Context().Done():
-				g.held.Add(-1)
-				return
-			}
+			<-open
 			g.held.Add(-1)
 			if delay > 0 {
-				select {
-				case <-time.After(delay):
-				case <-r.Context().Done():
-					return
-				}
+				time.Sleep(delay)
+			}
+			if _, werr := up.Write(buf[:n]); werr != nil {
+				return
 			}
 		}
-		rp.ServeHTTP(w, r)
-	})}
-	go func() { _ = g.srv.Serve(ln) }()
-	g.url = "http://" + ln.Addr().String() + u.Path
-	return g, nil
-}
-
-func isQuestion(path string) bool {
-	for _, p := range []string{"/chat-messages", "/workflows/run", "/completion-messages"} {
-		if len(path) >= len(p) && path[len(path)-len(p):] == p {
-			return true
+		if err != nil {
+			return
 		}
 	}
-	return false
 }
 
-// hang holds every new question until pass or slow is called.
+// hang holds every request from now until pass or slow is called.
 func (g *gate) hang() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -93,7 +105,7 @@ func (g *gate) hang() {
 	}
 }
 
-// slow lets questions through after d each (0: at once), releasing any
+// slow lets requests through after d each (0: at once), releasing any
 // held ones.
 func (g *gate) slow(d time.Duration) {
 	g.mu.Lock()
@@ -108,4 +120,8 @@ func (g *gate) slow(d time.Duration) {
 
 func (g *gate) pass() { g.slow(0) }
 
-func (g *gate) close() { _ = g.srv.Close() }
+// close stops accepting; open connections end with their daemon.
+func (g *gate) close() {
+	g.pass()
+	_ = g.ln.Close()
+}

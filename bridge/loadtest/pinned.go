@@ -11,6 +11,7 @@ import (
 // pinnedRun is what the pinned phase measured for one server.
 type pinnedRun struct {
 	flat, paced result
+	pacedRuns   []result
 	flatBytes   int64 // daemon only: written during the flat-out run
 }
 
@@ -71,7 +72,7 @@ func (e *env) pinnedRuns() error {
 	time.Sleep(2 * time.Second)
 	f = newFirer(p, e.o.conc)
 	step(fmt.Sprintf("pinned: daemon, %.0f/s for %v, %d times, LLM answering in %v", e.o.rate, e.o.duration, e.o.reps, llmAnswerTime))
-	if e.rep.pinDaemon.paced, _, err = e.pacedRuns(f, base); err != nil {
+	if e.rep.pinDaemon.paced, e.rep.pinDaemon.pacedRuns, err = e.pacedRuns(f, base); err != nil {
 		return err
 	}
 	shots, err = e.shots(e.o.flatShots)
