@@ -1,9 +1,9 @@
 // Command loadtest measures wecom-bridge under load on this machine, over
 // loopback, and prints the figures published in the README:
 //
-//	go run ./bridge/loadtest                                  # every phase, with 1 M stored entries
+//	go run ./bridge/loadtest                                  # every phase, 1 M stored entries, about 16 minutes
 //	go run ./bridge/loadtest -phases bytes,pinned,rss,stored  # issue 13's table
-//	go run ./bridge/loadtest -quick                           # every phase, small counts, about 3 minutes
+//	go run ./bridge/loadtest -quick                           # every phase, small counts, about 5 minutes
 //
 // It builds the daemon (or uses -bin) and runs it as a child process, so
 // that its memory, CPU time and disk writes can be read from /proc, against
