@@ -61,7 +61,7 @@ func (e *env) fillTemplate() (string, error) {
 		_ = os.RemoveAll(tmp)
 		err := copyDir(dir, tmp)
 		if err == nil {
-			err = os.WriteFile(filepath.Join(tmp, "complete"), []byte(fmt.Sprintf("%d pruned\n", pruned)), 0o600)
+			err = os.WriteFile(filepath.Join(tmp, "complete"), []byte(fmt.Sprintf("%d pruned %d ms\n", pruned, e.rep.fillTime.Milliseconds())), 0o600)
 		}
 		if err == nil {
 			err = os.Rename(tmp, cached)
@@ -83,7 +83,9 @@ func (e *env) fillStats(dir string) error {
 	if info, err := os.Stat(filepath.Join(dir, "complete")); err == nil {
 		size -= info.Size()
 		if data, err := os.ReadFile(filepath.Join(dir, "complete")); err == nil {
-			fmt.Sscanf(string(data), "%d", &e.rep.fillPruned)
+			var msec int64
+			_, _ = fmt.Sscanf(string(data), "%d pruned %d ms", &e.rep.fillPruned, &msec)
+			e.rep.fillTime = time.Duration(msec) * time.Millisecond
 		}
 	}
 	e.rep.fillBytes = size

@@ -165,3 +165,21 @@ func TestGate(t *testing.T) {
 		t.Errorf("released question got %q, want the echoed stream", b)
 	}
 }
+
+func TestMedianPct(t *testing.T) {
+	run := func(ms ...int) result {
+		r := result{}
+		for _, m := range ms {
+			r.lat = append(r.lat, time.Duration(m)*time.Millisecond)
+		}
+		return r
+	}
+	// The p50 median and the p99 median come from different runs.
+	runs := []result{run(1, 1, 9), run(5, 5, 5), run(3, 3, 100)}
+	if got := medianPct(runs, 50); got != 3*time.Millisecond {
+		t.Errorf("median p50 %v, want 3ms", got)
+	}
+	if got := medianPct(runs, 99); got != 9*time.Millisecond {
+		t.Errorf("median p99 %v, want 9ms", got)
+	}
+}

@@ -301,14 +301,29 @@ func run(o options) error {
 	}
 	for _, name := range names {
 		start := time.Now()
+		load := loadAvg()
 		if err := phases[name](); err != nil {
 			return fmt.Errorf("%s phase: %w", name, err)
 		}
-		e.rep.took = append(e.rep.took, phaseTime{name, time.Since(start)})
+		e.rep.took = append(e.rep.took, phaseTime{name, time.Since(start), load})
 		fmt.Fprintf(os.Stderr, "   (%s phase took %v)\n", name, time.Since(start).Round(time.Second))
 	}
 	e.rep.print(os.Stdout)
 	return nil
+}
+
+// loadAvg is the machine's 1-minute load average, to show how shared the
+// machine was when a phase ran.
+func loadAvg() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(data))
+	if len(f) == 0 {
+		return "?"
+	}
+	return f[0]
 }
 
 // commitOf returns the VCS revision the daemon binary was built from, as
