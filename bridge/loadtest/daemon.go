@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -148,6 +149,90 @@ func (p *proc) cpu() time.Duration {
 	utime, _ := strconv.ParseInt(f[11], 10, 64)
 	stime, _ := strconv.ParseInt(f[12], 10, 64)
 	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ
+}
+
+// written returns the bytes the process has caused to be written to disk
+// (write_bytes less cancelled_write_bytes, from /proc/PID/io). The kernel
+// counts a page when it is dirtied, so a page rewritten before it reaches
+// the disk counts once, and one rewritten after each fsync counts each time.
+func (p *proc) written() (int64, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", p.cmd.Process.Pid))
+	if err != nil {
+		return 0, err
+	}
+	var wb, cancelled int64
+	found := false
+	for _, l := range strings.Split(string(data), "\n") {
+		k, v, ok := strings.Cut(l, ":")
+		if !ok {
+			continue
+		}
+		n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		switch k {
+		case "write_bytes":
+			wb, found = n, true
+		case "cancelled_write_bytes":
+			cancelled = n
+		}
+	}
+	if !found {
+		return 0, fmt.Errorf("no write_bytes in /proc/%d/io (task I/O accounting off?)", p.cmd.Process.Pid)
+	}
+	return wb - cancelled, nil
+}
+
+// pid is the process id of the server under test.
+func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+// dirSize returns the total size of the regular files in dir, so that a
+// store made of more than one file is counted whole.
+func dirSize(dir string) (int64, error) {
+	size, _, err := dirUsage(dir)
+	return size, err
+}
+
+// dirUsage returns the total size of the regular files in dir and the disk
+// space allocated to them (a store may grow its file ahead of use, sparse).
+func dirUsage(dir string) (size, alloc int64, err error) {
+	err = filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type().IsRegular() {
+			info, err := d.Info()
+			if err != nil {
+				return err
+			}
+			size += info.Size()
+			if st, ok := info.Sys().(*syscall.Stat_t); ok {
+				alloc += st.Blocks * 512
+			}
+		}
+		return nil
+	})
+	return size, alloc, err
+}
+
+// pinned returns cmd run under `taskset -c cpu` (the same process: taskset
+// execs it), or cmd itself when cpu is "".
+func pinned(cpu string, name string, args ...string) *exec.Cmd {
+	if cpu == "" {
+		return exec.Command(name, args...)
+	}
+	return exec.Command("taskset", append([]string{"-c", cpu, name}, args...)...)
+}
+
+// pinSelf sets the CPU affinity of every thread of this process (new
+// threads inherit it) with taskset; cpus "" undoes it (all CPUs).
+func pinSelf(cpus string) error {
+	if cpus == "" {
+		cpus = fmt.Sprintf("0-%d", runtime.NumCPU()-1)
+	}
+	out, err := exec.Command("taskset", "-a", "-p", "-c", cpus, strconv.Itoa(os.Getpid())).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("taskset -a -p -c %s (util-linux): %v: %s", cpus, err, bytes.TrimSpace(out))
+	}
+	return nil
 }
 
 func mb(n int64) string { return fmt.Sprintf("%.1f MB", float64(n)/(1<<20)) }

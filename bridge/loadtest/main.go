@@ -1,34 +1,49 @@
 // Command loadtest measures wecom-bridge under load on this machine, over
 // loopback, and prints the figures published in the README:
 //
-//	go run ./bridge/loadtest                 # everything, about 4 minutes
-//	go run ./bridge/loadtest -rate 2000 -duration 10s -users 5000 -stream 1000 -fill 1000000
-//	go run ./bridge/loadtest -fill 0 -stream 0   # the quick part only
+//	go run ./bridge/loadtest                                  # every phase, 1 M stored entries, about 16 minutes
+//	go run ./bridge/loadtest -phases bytes,pinned,rss,stored  # issue 13's table
+//	go run ./bridge/loadtest -quick                           # every phase, small counts, about 5 minutes
 //
 // It builds the daemon (or uses -bin) and runs it as a child process, so
-// that its memory can be read from /proc, against an in-process fake WeCom
-// (wecomtest) and fake Dify (llmtest), and fires encrypted callbacks built
-// before each timed run. The runs, in order:
+// that its memory, CPU time and disk writes can be read from /proc, against
+// an in-process fake WeCom (wecomtest) and fake Dify (llmtest), and fires
+// encrypted callbacks built before each timed run. The phases (-phases,
+// comma-separated; default all), in order:
 //
-//  1. the ceiling: a bare fasthttp server, in its own process and set up
+//   - bare: the ceiling, a bare fasthttp server in its own process, set up
 //     like the daemon's, that answers 200 — flat out, then at -rate;
-//  2. the daemon on an empty database: RSS when idle; ack latency at -rate
-//     and ack throughput flat out, while the fake LLM takes 2 s per answer
-//     as a real one takes seconds; then ack latency at -rate while every
-//     question is also answered at once (instant LLM); then the time from a
-//     callback to the first WeCom message when the LLM streams;
-//  3. the daemon, with [workers] count raised, answering -stream questions
-//     that all stream at the same time: peak RSS;
-//  4. -fill answered questions written into the database (with kv
-//     directly, NoSync), spread over -fill-span and with dedup marks older
-//     than the dedup window pruned as the daemon does, then ack latency at
-//     -rate again.
+//   - unpinned: the daemon on an empty store: RSS when idle; ack latency
+//     at -rate and throughput flat out while the fake LLM takes 2 s per
+//     answer; ack latency while every question is answered at once; the
+//     time from a callback to the first WeCom message when the LLM streams;
+//   - stream: -stream answers streaming at once: peak RSS;
+//   - bytes: -bytes-n distinct callbacks flat out, on an empty store and on
+//     a copy of the store with -fill answered questions: bytes the daemon
+//     wrote (/proc/PID/io write_bytes) per accepted callback, during intake
+//     and until every question is answered; store size per question;
+//   - pinned: the daemon, and then the bare server, pinned to -pin-daemon
+//     (taskset), this process to -pin-load: throughput flat out, ack
+//     latency at -rate, CPU time per callback (/proc/PID/stat);
+//   - rss: -backlog questions while the LLM hangs: peak RSS (VmHWM); then
+//     the LLM comes back and the backlog drains: how long, and whether each
+//     member's answers reached WeCom in the order asked;
+//   - stored: ack latency at -rate on an empty store and on a copy of the
+//     filled one, runs alternating (-reps each);
+//   - profile: where the daemon's CPU goes per callback (pinned, flat out),
+//     sampled with perf(1) — skipped with a note when perf is missing.
+//
+// The filled store is written once per run with kv directly (NoSync),
+// -fill answered questions spread over -fill-span with old dedup marks
+// pruned as the daemon does, and cached in -fill-cache under a key made
+// of the kv package's source, so that runs on the same code reuse it.
 //
 // Acks are durable (fsync) as in production. Latency is counted from the
 // moment a callback was due, so a server that falls behind is not
 // flattered. WeCom allows 30 messages a minute to each member, and the fake
-// enforces it, so questions come from -users members. Every run is bounded
-// in count and time; -skip leaves runs out.
+// enforces it, so questions come from many members, and each phase that
+// answers many has members of its own. Every run is bounded in count and
+// time.
 package main
 
 import (
@@ -60,47 +75,42 @@ const (
 	question = "请问差旅报销需要哪些材料？"
 )
 
+// allPhases are the phases in the order they run.
+var allPhases = []string{"bare", "unpinned", "stream", "bytes", "pinned", "rss", "stored", "profile"}
+
 type options struct {
-	rate      float64
-	duration  time.Duration
-	flat      time.Duration
-	flatShots int
-	users     int
-	conc      int
-	stream    int
-	first     int
-	reps      int
-	fill      int
-	fillSpan  time.Duration
-	bin       string
-	keep      bool
-	skip      map[string]bool
+	rate           float64
+	duration       time.Duration
+	flat           time.Duration
+	flatShots      int
+	users          int
+	conc           int
+	stream         int
+	first          int
+	reps           int
+	fill           int
+	fillSpan       time.Duration
+	fillCache      string
+	bytesN         int
+	backlog        int
+	backlogPerUser int
+	pinDaemon      string
+	pinLoad        string
+	profileFor     time.Duration
+	bin            string
+	keep           bool
+	phases         map[string]bool
+	skip           map[string]bool
 }
 
 func main() {
-	var o options
-	bare := flag.String("bare-serve", "", "internal: serve the bare fasthttp ceiling on this address")
-	flag.Float64Var(&o.rate, "rate", 2000, "callbacks per second for the latency runs")
-	flag.DurationVar(&o.duration, "duration", 10*time.Second, "length of each latency run")
-	flag.DurationVar(&o.flat, "flat", 5*time.Second, "length of the flat-out throughput runs")
-	flag.IntVar(&o.flatShots, "flat-shots", 80000, "callbacks built for the daemon's flat-out run (each is sent once)")
-	flag.IntVar(&o.users, "users", 5000, "members the questions come from (WeCom allows 30 messages a minute to each)")
-	flag.IntVar(&o.conc, "conc", 64, "client connections")
-	flag.IntVar(&o.stream, "stream", 1000, "answers streaming at once for the RSS run (0 skips)")
-	flag.IntVar(&o.reps, "reps", 3, "repetitions of the latency runs compared before and after -fill (the median is reported)")
-	flag.IntVar(&o.first, "first", 200, "questions for the first-message run (0 skips)")
-	flag.IntVar(&o.fill, "fill", 1000000, "messages stored before the last latency run (0 skips)")
-	flag.DurationVar(&o.fillSpan, "fill-span", 90*24*time.Hour, "the -fill messages are spread over this much past time (dedup marks older than 72h are pruned, as the daemon does); 48h keeps every mark")
-	flag.StringVar(&o.bin, "bin", "", "daemon binary (default: go build the module)")
-	flag.BoolVar(&o.keep, "keep", false, "keep the working directory (database, logs)")
-	skip := flag.String("skip", "", "comma-separated runs to skip: bare, flat, echo, first, stream, fill")
-	flag.Parse()
-	o.skip = map[string]bool{}
-	for _, s := range strings.Split(*skip, ",") {
-		o.skip[strings.TrimSpace(s)] = true
+	o, bare, err := parseFlags(os.Args[1:])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "loadtest:", err)
+		os.Exit(2)
 	}
-	if *bare != "" {
-		if err := serveBare(*bare); err != nil {
+	if bare != "" {
+		if err := serveBare(bare); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
@@ -110,6 +120,96 @@ func main() {
 		fmt.Fprintln(os.Stderr, "loadtest:", err)
 		os.Exit(1)
 	}
+}
+
+func parseFlags(args []string) (options, string, error) {
+	var o options
+	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
+	bare := fs.String("bare-serve", "", "internal: serve the bare fasthttp ceiling on this address")
+	fs.Float64Var(&o.rate, "rate", 2000, "callbacks per second for the latency runs")
+	fs.DurationVar(&o.duration, "duration", 10*time.Second, "length of each latency run")
+	fs.DurationVar(&o.flat, "flat", 5*time.Second, "length of the flat-out throughput runs")
+	fs.IntVar(&o.flatShots, "flat-shots", 80000, "callbacks built for each of the daemon's flat-out runs (each is sent once)")
+	fs.IntVar(&o.users, "users", 5000, "members the questions come from (WeCom allows 30 messages a minute to each)")
+	fs.IntVar(&o.conc, "conc", 64, "client connections")
+	fs.IntVar(&o.stream, "stream", 1000, "stream phase: answers streaming at once")
+	fs.IntVar(&o.reps, "reps", 3, "repetitions of the latency runs (the median is reported)")
+	fs.IntVar(&o.first, "first", 200, "unpinned phase: questions for the first-message run (0 skips it)")
+	fs.IntVar(&o.fill, "fill", 1000000, "answered questions in the filled store (bytes and stored phases; 0: no filled store)")
+	fs.DurationVar(&o.fillSpan, "fill-span", 90*24*time.Hour, "the -fill questions are spread over this much past time (dedup marks older than 72h are pruned, as the daemon does); 48h keeps every mark")
+	cache, _ := os.UserCacheDir()
+	if cache != "" {
+		cache = filepath.Join(cache, "wecom-bridge-loadtest")
+	}
+	fs.StringVar(&o.fillCache, "fill-cache", cache, "directory to keep filled stores in, keyed by the kv source (\"\": build every run)")
+	fs.IntVar(&o.bytesN, "bytes-n", 100000, "bytes phase: distinct callbacks per store")
+	fs.IntVar(&o.backlog, "backlog", 100000, "rss phase: questions waiting while the LLM hangs")
+	fs.IntVar(&o.backlogPerUser, "backlog-per-user", 10, "rss phase: questions from each member (WeCom allows 30 messages a minute to each)")
+	fs.StringVar(&o.pinDaemon, "pin-daemon", "1", "pinned phase: taskset CPU list for the server under test")
+	fs.StringVar(&o.pinLoad, "pin-load", "0", "pinned phase: taskset CPU list for this process (load generator and fakes)")
+	fs.DurationVar(&o.profileFor, "profile-for", 5*time.Second, "profile phase: how long to sample the daemon flat out")
+	fs.StringVar(&o.bin, "bin", "", "daemon binary (default: go build the module)")
+	fs.BoolVar(&o.keep, "keep", false, "keep the working directory (stores, logs)")
+	phases := fs.String("phases", "all", "comma-separated phases to run: "+strings.Join(allPhases, ", ")+" (or all)")
+	skip := fs.String("skip", "", "comma-separated runs to leave out: any phase, or flat, echo, first (parts of unpinned); fill means stored")
+	quick := fs.Bool("quick", false, "small counts for a check that everything works: -duration 2s -flat 2s -flat-shots 10000 -reps 1 -stream 100 -first 20 -fill 20000 -bytes-n 10000 -backlog 10000 -profile-for 2s (flags given explicitly win)")
+	if err := fs.Parse(args); err != nil {
+		return o, "", err
+	}
+	if *quick {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		for name, v := range map[string]string{
+			"duration": "2s", "flat": "2s", "flat-shots": "10000", "reps": "1", "stream": "100", "first": "20",
+			"fill": "20000", "bytes-n": "10000", "backlog": "10000", "profile-for": "2s",
+		} {
+			if !set[name] {
+				_ = fs.Set(name, v)
+			}
+		}
+	}
+	o.skip = map[string]bool{}
+	for _, s := range strings.Split(*skip, ",") {
+		if s = strings.TrimSpace(s); s == "fill" {
+			s = "stored"
+		}
+		o.skip[s] = true
+	}
+	o.phases = map[string]bool{}
+	for _, s := range strings.Split(*phases, ",") {
+		s = strings.TrimSpace(s)
+		switch {
+		case s == "all":
+			for _, p := range allPhases {
+				o.phases[p] = true
+			}
+		case s == "fresh":
+			o.phases["unpinned"] = true
+		case slices.Contains(allPhases, s):
+			o.phases[s] = true
+		case s != "":
+			return o, "", fmt.Errorf("-phases: unknown phase %q (phases: %s)", s, strings.Join(allPhases, ", "))
+		}
+	}
+	for p := range o.skip {
+		delete(o.phases, p)
+	}
+	if o.stream <= 0 {
+		delete(o.phases, "stream")
+	}
+	if o.fill <= 0 {
+		delete(o.phases, "stored")
+	}
+	if o.bytesN <= 0 {
+		delete(o.phases, "bytes")
+	}
+	if o.backlog <= 0 || o.backlogPerUser <= 0 {
+		delete(o.phases, "rss")
+	}
+	if o.rate <= 0 || o.conc <= 0 || o.users <= 0 {
+		return o, "", fmt.Errorf("-rate, -conc and -users must be positive")
+	}
+	return o, *bare, nil
 }
 
 // env is the shared state of a run.
@@ -123,13 +223,18 @@ type env struct {
 	maker *shotMaker
 	rep   report
 
-	mu    sync.Mutex
-	first map[string]time.Time // user -> first message delivered
-	count map[string]int       // user -> messages delivered
+	fillDir string // the filled store, built once
+
+	mu           sync.Mutex
+	first        map[string]time.Time // user -> first message delivered
+	count        map[string]int       // user -> messages delivered
+	backlogGot   map[string][]int     // rss phase: user -> question numbers answered, in order
+	backlogOther map[string][]string  // rss phase: user -> other messages
+	drops        int                  // messages the fake WeCom dropped over its per-member limits
 }
 
 func run(o options) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Hour)
 	defer cancel()
 	dir, err := os.MkdirTemp("", "wecom-bridge-load-")
 	if err != nil {
@@ -148,6 +253,7 @@ func run(o options) error {
 			return err
 		}
 	}
+	e.rep.commit = commitOf(e.bin)
 	e.wc = wecomtest.NewServer(wecomtest.Options{})
 	defer e.wc.Close()
 	e.wc.AddApp(corpID, secret, agentID)
@@ -163,7 +269,15 @@ func run(o options) error {
 			e.first[m.ToUser] = now
 		}
 		e.count[m.ToUser]++
+		e.onBacklogAnswer(m.ToUser, m.Content)
 		e.mu.Unlock()
+	})
+	e.wc.OnDrop(func(m wecomtest.SentMessage) {
+		if m.Drop == wecomtest.DropMinuteLimit || m.Drop == wecomtest.DropHourLimit {
+			e.mu.Lock()
+			e.drops++
+			e.mu.Unlock()
+		}
 	})
 	e.dify = llmtest.NewDify()
 	defer e.dify.Close()
@@ -174,26 +288,67 @@ func run(o options) error {
 	if e.rep.sync50, e.rep.sync99, err = syncLatency(dir, 500); err != nil {
 		return err
 	}
-	if !o.skip["bare"] {
-		if err := e.ceiling(); err != nil {
-			return err
+	var names []string
+	for _, p := range allPhases {
+		if o.phases[p] {
+			names = append(names, p)
 		}
 	}
-	if err := e.fresh(); err != nil {
-		return err
+	fmt.Fprintf(os.Stderr, "phases: %s\n", strings.Join(names, ", "))
+	phases := map[string]func() error{
+		"bare": e.ceiling, "unpinned": e.fresh, "stream": e.streaming, "bytes": e.bytesWritten,
+		"pinned": e.pinnedRuns, "rss": e.backlog, "stored": e.stored, "profile": e.profile,
 	}
-	if o.stream > 0 && !o.skip["stream"] {
-		if err := e.streaming(); err != nil {
-			return err
+	for _, name := range names {
+		start := time.Now()
+		load := loadAvg()
+		if err := phases[name](); err != nil {
+			return fmt.Errorf("%s phase: %w", name, err)
 		}
-	}
-	if o.fill > 0 && !o.skip["fill"] {
-		if err := e.filled(); err != nil {
-			return err
-		}
+		e.rep.took = append(e.rep.took, phaseTime{name, time.Since(start), load})
+		fmt.Fprintf(os.Stderr, "   (%s phase took %v)\n", name, time.Since(start).Round(time.Second))
 	}
 	e.rep.print(os.Stdout)
 	return nil
+}
+
+// loadAvg is the machine's 1-minute load average, to show how shared the
+// machine was when a phase ran.
+func loadAvg() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(data))
+	if len(f) == 0 {
+		return "?"
+	}
+	return f[0]
+}
+
+// commitOf returns the VCS revision the daemon binary was built from, as
+// `go version -m` reports it, or "".
+func commitOf(bin string) string {
+	out, err := exec.Command("go", "version", "-m", bin).Output()
+	if err != nil {
+		return ""
+	}
+	rev, modified := "", ""
+	for _, l := range strings.Split(string(out), "\n") {
+		f := strings.Fields(l)
+		if len(f) >= 2 && f[0] == "build" {
+			if v, ok := strings.CutPrefix(f[1], "vcs.revision="); ok {
+				rev = v
+			}
+			if v, ok := strings.CutPrefix(f[1], "vcs.modified="); ok && v == "true" {
+				modified = " (with uncommitted changes)"
+			}
+		}
+	}
+	if rev == "" {
+		return ""
+	}
+	return rev[:min(12, len(rev))] + modified
 }
 
 func step(s string) { fmt.Fprintf(os.Stderr, "== %s %s\n", time.Now().Format("15:04:05"), s) }
@@ -237,26 +392,41 @@ func (e *env) ceiling() error {
 
 // pacedRuns measures ack latency at -rate -reps times, each run followed by
 // answering the backlog, and returns the run with the median p99 and all
-// runs. Repeating makes the comparison with the filled database less
-// subject to the noise of a shared machine.
+// runs. Repeating makes the comparison less subject to the noise of a
+// shared machine.
 func (e *env) pacedRuns(f *firer, base string) (result, []result, error) {
 	var runs []result
 	for range max(e.o.reps, 1) {
-		shots, err := e.shots(int(e.o.rate * e.o.duration.Seconds()))
+		r, err := e.pacedRun(f, base)
 		if err != nil {
 			return result{}, nil, err
 		}
-		e.slowLLM(defaultWorkers, e.o.duration)
-		r := f.paced(shots, e.o.rate, nil)
 		fmt.Fprintln(os.Stderr, "   ", r)
-		if err := e.drain(base, 3*time.Minute); err != nil {
-			return result{}, nil, err
-		}
 		runs = append(runs, r)
+	}
+	return median(runs), runs, nil
+}
+
+// pacedRun is one ack-latency run at -rate with the LLM taking
+// llmAnswerTime, then answering the backlog.
+func (e *env) pacedRun(f *firer, base string) (result, error) {
+	shots, err := e.shots(int(e.o.rate * e.o.duration.Seconds()))
+	if err != nil {
+		return result{}, err
+	}
+	e.slowLLM(defaultWorkers, e.o.duration)
+	r := f.paced(shots, e.o.rate, nil)
+	return r, e.drain(base, 3*time.Minute)
+}
+
+// median returns the run with the median p99.
+func median(runs []result) result {
+	if len(runs) == 0 {
+		return result{}
 	}
 	sorted := slices.Clone(runs)
 	slices.SortFunc(sorted, func(a, b result) int { return int(a.pct(99) - b.pct(99)) })
-	return sorted[len(sorted)/2], runs, nil
+	return sorted[len(sorted)/2]
 }
 
 // llmAnswerTime is how long the fake LLM takes per answer in the ack runs.
@@ -275,15 +445,42 @@ func (e *env) slowLLM(workers int, d time.Duration) {
 }
 
 // daemon starts the daemon with the given [workers] count (0: default) on
-// the database db.
+// the database db (a path under the working directory).
 func (e *env) daemon(name, db string, workers int) (*proc, string, error) {
+	return e.daemonWith(daemonOpts{name: name, db: db, workers: workers})
+}
+
+// daemonOpts are the settings the runs vary.
+type daemonOpts struct {
+	name, db string
+	workers  int    // [workers] count; 0: default
+	llm      string // Dify base URL; "": the fake itself
+	cpu      string // taskset -c list; "": not pinned
+	// slowLLM lifts the LLM time limits, for an LLM that hangs for
+	// minutes on purpose.
+	slowLLM bool
+}
+
+func (e *env) daemonWith(d daemonOpts) (*proc, string, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, "", err
 	}
 	w := ""
-	if workers > 0 {
-		w = fmt.Sprintf("\n[workers]\ncount = %d\n", workers)
+	if d.workers > 0 {
+		w = fmt.Sprintf("\n[workers]\ncount = %d\n", d.workers)
+	}
+	llm := d.llm
+	if llm == "" {
+		llm = e.dify.URL()
+	}
+	limits := ""
+	if d.slowLLM {
+		limits = "idle_timeout = \"30m\"\ntimeout = \"30m\"\n"
+	}
+	dbPath := filepath.Join(e.dir, d.db)
+	if err := os.MkdirAll(filepath.Dir(dbPath), 0o700); err != nil {
+		return nil, "", err
 	}
 	cfg := fmt.Sprintf(`[server]
 listen = %q
@@ -313,14 +510,14 @@ backend = "kb"
 type = "dify"
 base_url = %q
 api_key = "app-llmtest"
-`, addr, addr, filepath.Join(e.dir, db), w, corpID, e.wc.URL(), e.wc.URL(), e.wc.URL(),
-		appName, agentID, secret, cbToken, aesKey, e.dify.URL())
-	path := filepath.Join(e.dir, name+".toml")
+%s`, addr, addr, dbPath, w, corpID, e.wc.URL(), e.wc.URL(), e.wc.URL(),
+		appName, agentID, secret, cbToken, aesKey, llm, limits)
+	path := filepath.Join(e.dir, d.name+".toml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		return nil, "", err
 	}
 	base := "http://" + addr
-	p, err := startProc("daemon", exec.Command(e.bin, "-config", path), addr, base+"/healthz", filepath.Join(e.dir, name+".log"))
+	p, err := startProc("daemon", pinned(d.cpu, e.bin, "-config", path), addr, base+"/healthz", filepath.Join(e.dir, d.name+".log"))
 	return p, base, err
 }
 
