@@ -88,10 +88,17 @@ func VerifySnapshot(path string) (st Stats, err error) {
 		if tx.Size() > fi.Size() {
 			return fmt.Errorf("the file is truncated: %d bytes, its pages need %d", fi.Size(), tx.Size())
 		}
+		// Every release has these; the others may be missing from the
+		// backup of an older release (Open adds and migrates them).
+		for _, b := range [][]byte{bucketJobs, bucketConv, bucketMeta} {
+			if tx.Bucket(b) == nil {
+				return fmt.Errorf("bucket %q is missing (not a wecom-bridge database?)", b)
+			}
+		}
 		for _, b := range allBuckets {
 			bk := tx.Bucket(b)
 			if bk == nil {
-				return fmt.Errorf("bucket %q is missing (not a wecom-bridge database?)", b)
+				continue
 			}
 			// Read every record here, where a fault is recovered, before
 			// bbolt's own check walks the pages on a goroutine of its own.
@@ -110,8 +117,15 @@ func VerifySnapshot(path string) (st Stats, err error) {
 			return fmt.Errorf("the file is damaged: %w", errors.Join(errs...))
 		}
 		st.PendingJobs = tx.Bucket(bucketJobs).Stats().KeyN
-		st.HistoryEntries = tx.Bucket(bucketHistIndex).Stats().KeyN
-		st.SeenKeys = tx.Bucket(bucketSeen).Stats().KeyN
+		for _, name := range [][]byte{bucketHistIndex, []byte("hist_index")} { // this release, the one before
+			if bk := tx.Bucket(name); bk != nil {
+				st.HistoryEntries = bk.Stats().KeyN
+				break
+			}
+		}
+		if bk := tx.Bucket(bucketSeen); bk != nil {
+			st.SeenKeys = bk.Stats().KeyN
+		}
 		st.FileBytes = tx.Size()
 		return nil
 	})

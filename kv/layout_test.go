@@ -171,6 +171,12 @@ func TestOpenMigratesPreviousRelease(t *testing.T) {
 	}
 	_ = db.Close()
 
+	// A backup taken by the previous release verifies too (before the
+	// migration that Open does).
+	if st, err := VerifySnapshot(path); err != nil || st.PendingJobs != 1 || st.HistoryEntries != n-1 {
+		t.Fatalf("VerifySnapshot of a previous release's file: %+v, %v", st, err)
+	}
+
 	s, err := Open(path, Options{})
 	if err != nil {
 		t.Fatal(err)
