@@ -197,6 +197,9 @@ func parseDifyParameters(body []byte) (*FileCaps, error) {
 			if !strings.HasPrefix(e, ".") {
 				e = "." + e
 			}
+			if e == "." { // a bare dot names no extension
+				continue
+			}
 			if !slices.Contains(caps.CustomExtensions, e) {
 				caps.CustomExtensions = append(caps.CustomExtensions, e)
 			}
