@@ -487,17 +487,7 @@ func (s *BotServer) applyLocked(c *botConn, f *aibot.Frame) (int, string) {
 		if code, msg := s.checkReqLocked(c, r, now); code != 0 {
 			return code, msg
 		}
-		var b struct {
-			MsgType string `json:"msgtype"`
-			Stream  *struct {
-				ID       string `json:"id"`
-				Finish   bool   `json:"finish"`
-				Content  string `json:"content"`
-				Feedback *struct {
-					ID string `json:"id"`
-				} `json:"feedback"`
-			} `json:"stream"`
-		}
+		var b botStreamReply // the same body as a webhook-mode passive reply
 		if err := json.Unmarshal(f.Body, &b); err != nil || b.MsgType == "" {
 			return BotCodeInvalidParam, "invalid body"
 		}
