@@ -19,11 +19,26 @@ func pairKey(a, b string) []byte {
 
 func idKey(id uint64) []byte { return appendUint64(make([]byte, 0, 8), id) }
 
-func histKey(user string, id uint64) []byte {
-	k := make([]byte, 0, len(user)+9)
+// histEpochBits groups history ids into epochs of 65,536 for the per-user
+// index: its keys are BE32(id>>histEpochBits) fold(user) \x00 BE64(id).
+// New entries therefore land in the newest epoch's part of the tree, a
+// few hundred leaves however many users ask, instead of one leaf per user
+// across the whole history; a user's history is read epoch by epoch.
+var histEpochBits = 16 // a variable so that tests can span many epochs cheaply
+
+func histEpoch(id uint64) uint32 { return uint32(id >> histEpochBits) }
+
+// histPrefix is the start of every index key of user in one epoch.
+func histPrefix(epoch uint32, user string) []byte {
+	k := make([]byte, 0, 4+len(user)+9)
+	k = binary.BigEndian.AppendUint32(k, epoch)
 	k = append(k, user...)
-	k = append(k, 0)
-	return appendUint64(k, id)
+	return append(k, 0)
+}
+
+// histKey is the index key of entry id of user (already case-folded).
+func histKey(user string, id uint64) []byte {
+	return appendUint64(histPrefix(histEpoch(id), user), id)
 }
 
 func put(b interface{ Put(k, v []byte) error }, key []byte, v any) error {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -50,9 +51,10 @@ type Entry struct {
 
 // History layout: bucketEntries holds every entry under BE(id), so a new
 // entry appends to the newest leaf; bucketUserHist is the per-user index,
-// fold(user)\x00BE(id) -> nil. The index is built behind the intake in large
-// batches (Store.indexEntries): entries with an id above the watermark in
-// bucketMeta are not indexed yet, and History scans that short tail instead.
+// BE32(epoch) fold(user)\x00BE(id) -> nil (see histKey). The index is built
+// behind the intake in batches (Store.IndexHistory): entries with an id
+// above the watermark in bucketMeta are not indexed yet, and History scans
+// that short tail instead.
 // User ids are folded to ASCII lower case in keys (WeCom compares them
 // case-insensitively); Entry.User keeps the id as WeCom sent it.
 
@@ -111,33 +113,30 @@ func updateEntry(tx *bolt.Tx, user string, id uint64, now time.Time, u *EntryUpd
 	return putEntry(tx, &e)
 }
 
-// indexTx adds up to max unindexed entries to the per-user index and moves
-// the watermark; it returns how many it indexed.
-func indexTx(tx *bolt.Tx, max int) (int, error) {
-	wm := indexedUpTo(tx)
-	ub := tx.Bucket(bucketUserHist)
-	c := tx.Bucket(bucketEntries).Cursor()
-	n := 0
-	for k, v := c.Seek(idKey(wm + 1)); k != nil && n < max; k, v = c.Next() {
-		id := binary.BigEndian.Uint64(k)
-		u := entryUser(v)
-		if u == nil {
-			var e Entry
-			if err := decodeEntry(v, &e); err != nil {
-				return n, err
+// unindexedKeys reads up to max history entries above the index
+// watermark and returns their per-user index keys, sorted, and the highest
+// id read (0 when there is none).
+func (s *Store) unindexedKeys(max int) (keys [][]byte, last uint64, err error) {
+	err = s.view(func(tx *bolt.Tx) error {
+		keys, last = keys[:0], 0
+		c := tx.Bucket(bucketEntries).Cursor()
+		for k, v := c.Seek(idKey(indexedUpTo(tx) + 1)); k != nil && len(keys) < max; k, v = c.Next() {
+			id := binary.BigEndian.Uint64(k)
+			u := entryUser(v)
+			if u == nil {
+				var e Entry
+				if err := decodeEntry(v, &e); err != nil {
+					return err
+				}
+				u = []byte(e.User)
 			}
-			u = []byte(e.User)
+			keys = append(keys, histKey(asciiLower(string(u)), id))
+			last = id
 		}
-		if err := ub.Put(histKey(asciiLower(string(u)), id), nil); err != nil {
-			return n, err
-		}
-		wm = id
-		n++
-	}
-	if n == 0 {
-		return 0, nil
-	}
-	return n, tx.Bucket(bucketMeta).Put(metaIndexed, idKey(wm))
+		return nil
+	})
+	slices.SortFunc(keys, bytes.Compare)
+	return keys, last, err
 }
 
 // SetEntryStatus changes the status of a history entry.
@@ -175,7 +174,6 @@ func (s *Store) History(q HistoryQuery) (entries []Entry, next uint64, err error
 	}
 	needle := []byte(asciiLower(q.Search))
 	user := asciiLower(q.User)
-	prefix := append([]byte(user), 0)
 	err = s.view(func(tx *bolt.Tx) error {
 		entries, next = nil, 0
 		before := q.Before
@@ -228,25 +226,40 @@ func (s *Store) History(q HistoryQuery) (entries []Entry, next uint64, err error
 				return err
 			}
 		}
-		// The indexed part.
+		// The indexed part (ids below start), newest epoch first, down to
+		// the oldest epoch the index holds.
 		start := before
 		if wm < ^uint64(0) && wm+1 < start {
 			start = wm + 1
 		}
-		ic := tx.Bucket(bucketUserHist).Cursor()
-		k, _ = ic.Seek(histKey(user, start))
-		if k == nil {
-			k, _ = ic.Last()
-		} else {
-			k, _ = ic.Prev()
+		if start == 0 {
+			return nil
 		}
-		for ; k != nil && bytes.HasPrefix(k, prefix) && len(k) == len(prefix)+8; k, _ = ic.Prev() {
-			v := eb.Get(k[len(prefix):])
-			if v == nil {
-				continue // pruned
+		ic := tx.Bucket(bucketUserHist).Cursor()
+		first, _ := ic.First()
+		if len(first) < 4 {
+			return nil // an empty index
+		}
+		oldest := binary.BigEndian.Uint32(first)
+		for ep := histEpoch(start - 1); ep >= oldest; ep-- {
+			prefix := histPrefix(ep, user)
+			k, _ := ic.Seek(appendUint64(prefix, start))
+			if k == nil {
+				k, _ = ic.Last()
+			} else {
+				k, _ = ic.Prev()
 			}
-			if more, err := add(v); err != nil || !more {
-				return err
+			for ; k != nil && bytes.HasPrefix(k, prefix) && len(k) == len(prefix)+8; k, _ = ic.Prev() {
+				v := eb.Get(k[len(prefix):])
+				if v == nil {
+					continue // pruned
+				}
+				if more, err := add(v); err != nil || !more {
+					return err
+				}
+			}
+			if ep == 0 {
+				break
 			}
 		}
 		return nil

@@ -22,7 +22,7 @@ var (
 	bucketJobs     = []byte("jobs")      // BE(id) -> Job JSON
 	bucketConv     = []byte("conv")      // app\x00user -> Conversation JSON
 	bucketEntries  = []byte("entries")   // BE(id) -> Entry (binary, see binary.go)
-	bucketUserHist = []byte("user_hist") // fold(user)\x00BE(id) -> nil, built behind the intake
+	bucketUserHist = []byte("hist_idx")  // BE32(epoch) fold(user)\x00BE(id) -> nil, built behind the intake
 	bucketDedup    = []byte("dedup")     // BE(msg unix seconds) app\x00dedupKey -> nil
 	bucketDedupLog = []byte("dedup_log") // BE(seq) -> dedup key not yet moved into bucketDedup
 	bucketQuota    = []byte("quota")     // app\x00user -> quota JSON
@@ -43,6 +43,10 @@ var bucketHistIndex = bucketEntries
 var (
 	legacyHist      = []byte("hist")       // user\x00BE(id) -> Entry JSON
 	legacyHistIndex = []byte("hist_index") // BE(id) -> user
+	// legacyUserHist is the per-user index of development builds between
+	// the two releases (fold(user)\x00BE(id), no epochs); Open drops it and
+	// builds bucketUserHist from the entries.
+	legacyUserHist = []byte("user_hist")
 )
 
 // ErrNotFound is returned when a requested record does not exist.
@@ -111,6 +115,7 @@ type Store struct {
 	indexEvery time.Duration
 	indexBatch int
 	unindexed  atomic.Int64
+	indexMu    sync.Mutex // one index batch at a time
 	indexKick  chan struct{}
 	indexDone  chan struct{}
 
@@ -316,29 +321,85 @@ func (s *Store) indexer() {
 	}
 }
 
+// Index batches are split into short transactions, each shared with
+// whatever intake is committing at the time, so that a batch never holds
+// the committer (and every ack behind it) for long. The keys of a batch are
+// put in sorted order, so consecutive chunks touch neighbouring leaves of
+// the per-user index and the batch as a whole still rewrites each leaf
+// about once.
+const (
+	indexRead  = 50_000 // entries read per round
+	indexChunk = 128    // index keys per transaction: at most that many leaves
+	dedupChunk = 2_000  // dedup marks moved per transaction (they append)
+)
+
 // IndexHistory adds every history entry not indexed yet to the per-user
-// index now. The store does this by itself every Options.IndexEvery; the
-// call is for tests and for a clean shutdown.
+// index now, and moves the dedup log into the time-keyed set. The store
+// does this by itself every Options.IndexEvery; the call is for tests and
+// for a clean shutdown.
+//
+// A crash between two chunks leaves keys above the watermark in the index;
+// History ignores those (it scans entries above the watermark directly),
+// and the next batch puts them again, which changes nothing.
 func (s *Store) IndexHistory() error {
+	s.indexMu.Lock()
+	defer s.indexMu.Unlock()
 	for {
 		pending := s.unindexed.Load()
-		n := 0
-		err := s.update(func(tx *bolt.Tx) (err error) {
-			if n, err = indexTx(tx, 50_000); err != nil {
-				return err
-			}
-			m, err := s.moveDedupLog(tx, 50_000)
-			n = max(n, m)
-			return err
-		})
+		n, err := s.indexRound(indexChunk, s.update)
 		if err != nil {
 			return fmt.Errorf("kv: index history: %w", err)
 		}
-		if n < 50_000 {
+		moved := 0
+		for moved < indexRead {
+			m := 0
+			err := s.update(func(tx *bolt.Tx) (err error) {
+				m, err = s.moveDedupLog(tx, dedupChunk)
+				return err
+			})
+			if err != nil {
+				return fmt.Errorf("kv: index history: move dedup marks: %w", err)
+			}
+			moved += m
+			if m < dedupChunk {
+				break
+			}
+		}
+		if n < indexRead && moved < indexRead {
 			s.unindexed.Add(-pending)
 			return nil
 		}
 	}
+}
+
+// indexRound indexes up to indexRead entries above the watermark, chunk
+// keys per transaction run by commit, and moves the watermark with the
+// last chunk. It returns how many entries it read.
+func (s *Store) indexRound(chunk int, commit func(func(*bolt.Tx) error) error) (int, error) {
+	keys, last, err := s.unindexedKeys(indexRead)
+	if err != nil {
+		return 0, err
+	}
+	for i := 0; i < len(keys); i += chunk {
+		part := keys[i:min(i+chunk, len(keys))]
+		final := i+chunk >= len(keys)
+		err := commit(func(tx *bolt.Tx) error {
+			ub := tx.Bucket(bucketUserHist)
+			for _, k := range part {
+				if err := ub.Put(k, nil); err != nil {
+					return err
+				}
+			}
+			if final && last > indexedUpTo(tx) {
+				return tx.Bucket(bucketMeta).Put(metaIndexed, idKey(last))
+			}
+			return nil
+		})
+		if err != nil {
+			return 0, err
+		}
+	}
+	return len(keys), nil
 }
 
 // loadDedupLog fills s.recent from the marks the last run left in the log.

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -81,6 +82,211 @@ func TestHistoryAcrossIndexWatermark(t *testing.T) {
 			t.Fatalf("order broken at %d: %v", i, ids)
 		}
 	}
+}
+
+// A batch larger than one index transaction is indexed in chunks; a crash
+// between two chunks (index keys above the watermark, watermark not moved)
+// neither duplicates nor hides entries, and the next batch completes it.
+func TestIndexBatchInChunks(t *testing.T) {
+	s := openTest(t, Options{NoSync: true, IndexEvery: time.Hour, IndexBatch: 1 << 30})
+	users := []string{"alice", "Bob", "carol"}
+	n := 3*indexChunk + 17
+	for i := 0; i < n; i++ {
+		if _, _, err := s.Accept(q("a", users[i%3], fmt.Sprintf("m:%d", i), fmt.Sprintf("问题 %d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := func(when string) {
+		t.Helper()
+		for ui, u := range users {
+			got, next, err := s.History(HistoryQuery{User: u, Limit: 500})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cnt := 0
+			for i := ui; i < n; i += 3 {
+				cnt++
+			}
+			if len(got) != cnt || next != 0 {
+				t.Fatalf("%s: %s has %d entries (next %d), want %d", when, u, len(got), next, cnt)
+			}
+			for i := 1; i < len(got); i++ {
+				if got[i].ID >= got[i-1].ID {
+					t.Fatalf("%s: %s order broken at %d", when, u, i)
+				}
+			}
+		}
+	}
+	// What a crash after the first chunks leaves: some keys in the index,
+	// the watermark still at 0.
+	keys, last, err := s.unindexedKeys(indexRead)
+	if err != nil || len(keys) != n || last != uint64(n) {
+		t.Fatalf("unindexedKeys = %d keys, last %d, %v", len(keys), last, err)
+	}
+	if err := s.update(func(tx *bolt.Tx) error {
+		for _, k := range keys[:2*indexChunk] {
+			if err := tx.Bucket(bucketUserHist).Put(k, nil); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	want("partly indexed")
+	if err := s.IndexHistory(); err != nil {
+		t.Fatal(err)
+	}
+	want("indexed")
+	var wm uint64
+	var indexed int
+	_ = s.view(func(tx *bolt.Tx) error {
+		wm = indexedUpTo(tx)
+		indexed = tx.Bucket(bucketUserHist).Stats().KeyN
+		return nil
+	})
+	if wm != uint64(n) || indexed != n {
+		t.Fatalf("watermark %d, %d index keys; want %d and %d", wm, indexed, n, n)
+	}
+}
+
+// With epochs of 4 ids, a user's history spans many epochs of the index:
+// pages, search and the unindexed tail still give every entry once, newest
+// first, also after retention prunes the oldest.
+func TestHistoryAcrossEpochs(t *testing.T) {
+	defer func(b int) { histEpochBits = b }(histEpochBits)
+	histEpochBits = 2
+	s := openTest(t, Options{NoSync: true, IndexEvery: time.Hour, IndexBatch: 1 << 30})
+	base := time.Now().Add(-time.Hour)
+	users := []string{"alice", "Bob", "carol"}
+	var alice []uint64
+	for i := 0; i < 90; i++ {
+		if i == 61 {
+			if err := s.IndexHistory(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		qq := q("a", users[i%3], fmt.Sprintf("m:%d", i), fmt.Sprintf("问题 %d", i))
+		if i%5 == 0 {
+			qq.Text = "报销 " + qq.Text
+		}
+		qq.Received = base.Add(time.Duration(i) * time.Second)
+		j, _, err := s.Accept(qq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.FinishJob(j, StatusDone); err != nil {
+			t.Fatal(err)
+		}
+		if i%3 == 0 {
+			alice = append(alice, j.ID)
+		}
+	}
+	page := func(query HistoryQuery) []uint64 {
+		t.Helper()
+		var ids []uint64
+		for pages := 0; pages < 50; pages++ {
+			got, next, err := s.History(query)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range got {
+				if e.User != "alice" {
+					t.Fatalf("entry %d of %s in alice's history", e.ID, e.User)
+				}
+				ids = append(ids, e.ID)
+			}
+			if next == 0 {
+				return ids
+			}
+			query.Before = next
+		}
+		t.Fatal("paging does not end")
+		return nil
+	}
+	reversed := func(ids []uint64) []uint64 {
+		out := slices.Clone(ids)
+		slices.Reverse(out)
+		return out
+	}
+	if got := page(HistoryQuery{User: "ALICE", Limit: 7}); !slices.Equal(got, reversed(alice)) {
+		t.Fatalf("alice's pages: %v\nwant %v", got, reversed(alice))
+	}
+	var want []uint64
+	for k, id := range alice {
+		if (3*k)%5 == 0 {
+			want = append(want, id)
+		}
+	}
+	if got := page(HistoryQuery{User: "alice", Limit: 2, Search: "报销"}); !slices.Equal(got, reversed(want)) {
+		t.Fatalf("search: %v, want %v", got, reversed(want))
+	}
+	if err := s.IndexHistory(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.PruneHistory(base.Add(30*time.Second), 1000); err != nil || n != 30 {
+		t.Fatalf("PruneHistory = %d, %v", n, err)
+	}
+	if got := page(HistoryQuery{User: "alice", Limit: 4}); !slices.Equal(got, reversed(alice[10:])) {
+		t.Fatalf("after pruning: %v, want %v", got, reversed(alice[10:]))
+	}
+}
+
+// A file of a development build has the index without epochs in bucket
+// "user_hist": Open drops it and builds the new one from the entries.
+func TestOpenRebuildsIndexWithoutEpochs(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "bridge.db")
+	s, err := Open(path, Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 40; i++ {
+		if _, _, err := s.Accept(q("a", []string{"alice", "bob"}[i%2], fmt.Sprintf("m:%d", i), "x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.IndexHistory(); err != nil {
+		t.Fatal(err)
+	}
+	// What that build left: its own index, ours absent, the watermark at 40.
+	if err := s.update(func(tx *bolt.Tx) error {
+		if err := tx.DeleteBucket(bucketUserHist); err != nil {
+			return err
+		}
+		if _, err := tx.CreateBucket(bucketUserHist); err != nil {
+			return err
+		}
+		old, err := tx.CreateBucket(legacyUserHist)
+		if err != nil {
+			return err
+		}
+		return old.Put(append([]byte("alice\x00"), idKey(1)...), nil)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(path, Options{NoSync: true, IndexEvery: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, u := range []string{"alice", "bob"} {
+		got, _, err := s.History(HistoryQuery{User: u, Limit: 100})
+		if err != nil || len(got) != 20 {
+			t.Fatalf("History(%s) = %d entries, %v", u, len(got), err)
+		}
+	}
+	_ = s.view(func(tx *bolt.Tx) error {
+		if tx.Bucket(legacyUserHist) != nil {
+			t.Error("the old index is still there")
+		}
+		if n := tx.Bucket(bucketUserHist).Stats().KeyN; n != 40 || indexedUpTo(tx) != 40 {
+			t.Errorf("new index: %d keys, watermark %d; want 40 and 40", n, indexedUpTo(tx))
+		}
+		return nil
+	})
 }
 
 // Retries carry the message's CreateTime: marks keyed by it append, and a

@@ -34,6 +34,52 @@ func (s *Store) migrate() error {
 	if total > 0 {
 		s.log.Info("kv: migrated history to the new layout", "entries", total, "took", time.Since(start).String())
 	}
+	return s.reindex()
+}
+
+// reindex replaces the per-user index of development builds (bucket
+// "user_hist", without epochs) by bucketUserHist, built from the entries
+// in transactions of indexRead keys. A crash part way leaves the old
+// bucket gone and the watermark where the rebuild got to; the indexer
+// finishes the rest.
+func (s *Store) reindex() error {
+	found := false
+	err := s.guard("reindex", func() error {
+		return s.db.Update(func(tx *bolt.Tx) error {
+			if tx.Bucket(legacyUserHist) == nil {
+				return nil
+			}
+			found = true
+			if err := tx.DeleteBucket(legacyUserHist); err != nil {
+				return err
+			}
+			return tx.Bucket(bucketMeta).Put(metaIndexed, idKey(0))
+		})
+	})
+	if err != nil || !found {
+		return err
+	}
+	start := time.Now()
+	total := 0
+	commit := func(fn func(*bolt.Tx) error) error {
+		return s.guard("reindex", func() error {
+			return s.db.Update(func(tx *bolt.Tx) error {
+				setFill(tx)
+				return fn(tx)
+			})
+		})
+	}
+	for {
+		n, err := s.indexRound(indexRead, commit)
+		if err != nil {
+			return fmt.Errorf("kv: rebuild the history index: %w", err)
+		}
+		total += n
+		if n < indexRead {
+			break
+		}
+	}
+	s.log.Info("kv: rebuilt the history index", "entries", total, "took", time.Since(start).String())
 	return nil
 }
 
