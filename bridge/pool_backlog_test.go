@@ -39,6 +39,10 @@ func TestPoolBacklogCostsNoGoroutines(t *testing.T) {
 	if g := goruntime.NumGoroutine() - before; g > 4 {
 		t.Errorf("%d goroutines for a backlog of %d jobs, want at most the 4 workers", g, users*each)
 	}
+	// The workers take their first jobs on their own goroutines.
+	for deadline := time.Now().Add(5 * time.Second); p.active.Load() < 4 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
 	if q := p.queued.Load(); q != users*each-4 {
 		t.Errorf("queued gauge %d, want %d", q, users*each-4)
 	}
