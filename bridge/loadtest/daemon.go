@@ -29,6 +29,9 @@ type proc struct {
 	addr string
 	logf *os.File
 	done chan error
+	// devStat is the sysfs stat file of the block device holding the
+	// working directory ("" when there is none, as on tmpfs or overlay).
+	devStat string
 }
 
 // startProc starts cmd, whose stderr goes to logPath, and waits until
@@ -44,7 +47,7 @@ func startProc(name string, cmd *exec.Cmd, addr, healthURL, logPath string) (*pr
 		logf.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	p := &proc{name: name, cmd: cmd, addr: addr, logf: logf, done: make(chan error, 1)}
+	p := &proc{name: name, cmd: cmd, addr: addr, logf: logf, done: make(chan error, 1), devStat: blockDevStat(filepath.Dir(logPath))}
 	go func() { p.done <- cmd.Wait() }()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -151,14 +154,45 @@ func (p *proc) cpu() time.Duration {
 	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ
 }
 
-// written returns the bytes the process has caused to be written to disk
-// (write_bytes less cancelled_write_bytes, from /proc/PID/io). The kernel
-// counts a page when it is dirtied, so a page rewritten before it reaches
-// the disk counts once, and one rewritten after each fsync counts each time.
-func (p *proc) written() (int64, error) {
+// ioCount is what has been written, counted three ways. Only the device
+// counter says what reached the disk: on kernels whose page cache uses
+// large folios (ext4 since Linux 6.x), write_bytes counts a whole folio
+// (up to megabytes) each time one 4 KiB page in it is dirtied, so a store
+// whose pages were read in large folios (a copied file, or one read by
+// the start-up check) shows many times the bytes that are written back.
+type ioCount struct {
+	device  int64 // sectors the working directory's block device wrote, in bytes (the whole machine; -1 when unknown)
+	wchar   int64 // bytes the process passed to write(2) and friends
+	dirtied int64 // write_bytes less cancelled_write_bytes: page cache the process dirtied
+}
+
+func (a ioCount) sub(b ioCount) ioCount {
+	d := ioCount{device: -1, wchar: a.wchar - b.wchar, dirtied: a.dirtied - b.dirtied}
+	if a.device >= 0 && b.device >= 0 {
+		d.device = a.device - b.device
+	}
+	return d
+}
+
+// disk is the best figure for bytes that reached the disk: the device's
+// own counter when there is one.
+func (a ioCount) disk() int64 {
+	if a.device >= 0 {
+		return a.device
+	}
+	return a.dirtied
+}
+
+// written reads the process's counters from /proc/PID/io and the device's
+// from sysfs. The device counter covers every process on the machine; in
+// these runs only the daemon writes while it is being measured (the load
+// generator and the fakes keep everything in memory, the daemon logs at
+// warn), and ext4's journal writes are counted, as they should be.
+func (p *proc) written() (ioCount, error) {
+	c := ioCount{device: -1}
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", p.cmd.Process.Pid))
 	if err != nil {
-		return 0, err
+		return c, err
 	}
 	var wb, cancelled int64
 	found := false
@@ -173,12 +207,46 @@ func (p *proc) written() (int64, error) {
 			wb, found = n, true
 		case "cancelled_write_bytes":
 			cancelled = n
+		case "wchar":
+			c.wchar = n
 		}
 	}
 	if !found {
-		return 0, fmt.Errorf("no write_bytes in /proc/%d/io (task I/O accounting off?)", p.cmd.Process.Pid)
+		return c, fmt.Errorf("no write_bytes in /proc/%d/io (task I/O accounting off?)", p.cmd.Process.Pid)
 	}
-	return wb - cancelled, nil
+	c.dirtied = wb - cancelled
+	if p.devStat != "" {
+		if data, err := os.ReadFile(p.devStat); err == nil {
+			// Field 7 of the block layer's stat file is sectors written,
+			// in 512-byte units whatever the device's sector size.
+			if f := strings.Fields(string(data)); len(f) > 6 {
+				if n, err := strconv.ParseInt(f[6], 10, 64); err == nil {
+					c.device = n * 512
+				}
+			}
+		}
+	}
+	return c, nil
+}
+
+// blockDevStat returns the sysfs stat file of the block device (or
+// partition) that holds dir, or "" when dir is not on one.
+func blockDevStat(dir string) string {
+	var st syscall.Stat_t
+	if err := syscall.Stat(dir, &st); err != nil {
+		return ""
+	}
+	dev := uint64(st.Dev)
+	major := (dev>>8)&0xfff | (dev>>32)&^uint64(0xfff)
+	minor := dev&0xff | (dev>>12)&^uint64(0xff)
+	if major == 0 {
+		return "" // tmpfs, overlay and other devices without a disk
+	}
+	p := fmt.Sprintf("/sys/dev/block/%d:%d/stat", major, minor)
+	if _, err := os.Stat(p); err != nil {
+		return ""
+	}
+	return p
 }
 
 // pid is the process id of the server under test.

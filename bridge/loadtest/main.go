@@ -20,7 +20,8 @@
 //   - stream: -stream answers streaming at once: peak RSS;
 //   - bytes: -bytes-n distinct callbacks flat out, on an empty store and on
 //     a copy of the store with -fill answered questions: bytes the daemon
-//     wrote (/proc/PID/io write_bytes) per accepted callback, during intake
+//     wrote (the block device's sectors written, with /proc/PID/io's wchar
+//     and write_bytes beside it) per accepted callback, during intake
 //     and until every question is answered; store size per question;
 //   - pinned: the daemon, and then the bare server, pinned to -pin-daemon
 //     (taskset), this process to -pin-load: throughput flat out, ack

@@ -90,9 +90,9 @@ func (e *env) pinnedRuns() error {
 	if err != nil {
 		return err
 	}
-	e.rep.pinDaemon.flatBytes = w1 - w0
-	fmt.Fprintf(os.Stderr, "    %v, %.0f B written per callback\n", e.rep.pinDaemon.flat,
-		float64(w1-w0)/float64(max(e.rep.pinDaemon.flat.ok, 1)))
+	e.rep.pinDaemon.flatBytes = w1.sub(w0).disk()
+	fmt.Fprintf(os.Stderr, "    %v, %.0f B written to the disk per callback\n", e.rep.pinDaemon.flat,
+		float64(e.rep.pinDaemon.flatBytes)/float64(max(e.rep.pinDaemon.flat.ok, 1)))
 	if e.rep.pinDaemon.flat.sent >= len(shots) {
 		fmt.Fprintln(os.Stderr, "    (ran out of callbacks before -flat ended; raise -flat-shots)")
 	}

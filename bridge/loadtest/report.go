@@ -177,9 +177,13 @@ func (r *report) printIssue13(w io.Writer) {
 		if b.store != "empty" {
 			target = "≤ 3 KB：" + verdictZH(b.perCallback() <= 3000)
 		}
-		fmt.Fprintf(w, "| 每个回调写盘字节 / bytes written per accepted callback (%s distinct, flat out, %s) | %s（%s / %s）；连同回答 / with answering: %s | | %s |\n",
-			thousands(float64(b.intake.ok)), storeLabel(b.store), kb(b.perCallback()), mb(b.intakeBytes), thousands(float64(b.intake.ok)),
-			kb(b.perAnswered()), target)
+		src := "块设备计数 / block device"
+		if b.intakeIO.device < 0 {
+			src = "write_bytes（无块设备计数 / no device counter）"
+		}
+		fmt.Fprintf(w, "| 每个回调写盘字节 / bytes written per accepted callback (%s distinct, flat out, %s) | %s（%s / %s，%s；write(2) %s，page cache dirtied %s）；连同回答 / with answering: %s | | %s |\n",
+			thousands(float64(b.intake.ok)), storeLabel(b.store), kb(b.perCallback()), mb(b.intakeIO.disk()), thousands(float64(b.intake.ok)),
+			src, kb(b.perCallbackOf(b.intakeIO.wchar)), kb(b.perCallbackOf(b.intakeIO.dirtied)), kb(b.perAnswered()), target)
 	}
 	for _, b := range r.bytes {
 		if b.store == "empty" {
