@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -564,6 +565,9 @@ func (s *Store) submit(fn func(*bolt.Tx) error, probe bool) error {
 	}
 }
 
+// maxYields bounds how often the committer yields to let a group fill.
+const maxYields = 8
+
 // committer takes one request, then everything else already waiting (up to
 // MaxBatch), and commits them in one transaction. While a commit's fsync
 // runs, new requests queue up and form the next group, so the batch size
@@ -587,6 +591,23 @@ func (s *Store) committer() {
 			}
 		}
 		batch = append(batch[:0], first)
+		// The first request wakes this goroutine at once (a channel send
+		// runs the receiver next), so on a busy core the group would be
+		// that one request while other handlers are still mid-parse, and
+		// the next group only what arrived during this commit's fsync.
+		// Yielding first lets every goroutine that is ready run up to its
+		// own submit; it stops as soon as a yield brings no one, so an
+		// idle store adds no delay.
+		for range maxYields {
+			n := len(s.writes)
+			if n >= s.max-1 {
+				break
+			}
+			runtime.Gosched()
+			if len(s.writes) == n {
+				break
+			}
+		}
 	drain:
 		for len(batch) < s.max {
 			select {

@@ -91,8 +91,8 @@ func (e *env) backlog() error {
 	if r.sizeWaiting, err = dirSize(filepath.Join(e.dir, "backlog")); err != nil {
 		return err
 	}
-	fmt.Fprintf(os.Stderr, "    %d waiting (%d held at the LLM): RSS %s, VmHWM %s; store %s\n",
-		r.intake.ok, g.held.Load(), mb(m.RSS), mb(m.HWM), mb(r.sizeWaiting))
+	fmt.Fprintf(os.Stderr, "    %d waiting (%d held at the LLM): RSS %s (anonymous %s, file-backed %s), VmHWM %s; store %s\n",
+		r.intake.ok, g.held.Load(), mb(m.RSS), mb(m.Anon), mb(m.File), mb(m.HWM), mb(r.sizeWaiting))
 
 	step("backlog: the LLM is back (echoes at once); draining")
 	start := time.Now()

@@ -90,9 +90,11 @@ func (e *env) pinnedRuns() error {
 	if err != nil {
 		return err
 	}
-	e.rep.pinDaemon.flatBytes = w1.sub(w0).disk()
-	fmt.Fprintf(os.Stderr, "    %v, %.0f B written to the disk per callback\n", e.rep.pinDaemon.flat,
-		float64(e.rep.pinDaemon.flatBytes)/float64(max(e.rep.pinDaemon.flat.ok, 1)))
+	d := w1.sub(w0)
+	e.rep.pinDaemon.flatBytes = d.disk()
+	per := func(n int64) float64 { return float64(n) / float64(max(e.rep.pinDaemon.flat.ok, 1)) }
+	fmt.Fprintf(os.Stderr, "    %v, %.0f B written to the disk per callback (write(2): %.0f B, page cache dirtied: %.0f B)\n",
+		e.rep.pinDaemon.flat, per(d.disk()), per(d.wchar), per(d.dirtied))
 	if e.rep.pinDaemon.flat.sent >= len(shots) {
 		fmt.Fprintln(os.Stderr, "    (ran out of callbacks before -flat ended; raise -flat-shots)")
 	}
