@@ -81,7 +81,7 @@ func (p *pool) submit(ctx context.Context, j *kv.Job) {
 		l = &lane{key: key}
 		p.lane[key] = l
 	}
-	l.jobs = append(l.jobs, jobRef{ID: j.ID, Lane: key})
+	l.jobs = append(l.jobs, jobRef{ID: j.ID, Lane: l.key}) // one string per lane, not per job
 	if l.parked != nil {
 		p.unparkLocked(l) // the parked job now has a successor to look at
 	}

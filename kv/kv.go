@@ -117,8 +117,13 @@ type Store struct {
 	indexBatch int
 	unindexed  atomic.Int64
 	indexMu    sync.Mutex // one index batch at a time
-	indexKick  chan struct{}
-	indexDone  chan struct{}
+
+	indexKick chan struct{}
+	indexDone chan struct{}
+
+	trimmedAt atomic.Int64 // file size in use at the last TrimMapped
+	trimKick  chan struct{}
+	trimDone  chan struct{}
 
 	werrMu sync.Mutex
 	werr   error // last commit-level failure, cleared by a successful commit
@@ -189,6 +194,8 @@ func Open(path string, opts Options) (*Store, error) {
 		recent:     make(map[string]struct{}),
 		txMarks:    make(map[string]struct{}),
 		indexDone:  make(chan struct{}),
+		trimKick:   make(chan struct{}, 1),
+		trimDone:   make(chan struct{}),
 	}
 	var db *bolt.DB
 	err := s.guard("open", func() (err error) {
@@ -244,6 +251,7 @@ func Open(path string, opts Options) (*Store, error) {
 	s.unindexed.Store(1) // whatever the last run left unindexed
 	go s.committer()
 	go s.indexer()
+	go s.trimmer()
 	return s, nil
 }
 
@@ -462,6 +470,7 @@ func (s *Store) Close() error {
 	}
 	close(s.done)
 	<-s.indexDone
+	<-s.trimDone
 	<-s.closed
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("kv: close: %w", err)
@@ -664,6 +673,7 @@ func (s *Store) commit(batch []*writeReq) {
 // FailWrites hook, and keeps WriteErr up to date.
 func (s *Store) runTx(fn func(*bolt.Tx) error, batch []*writeReq) error {
 	callerErr := false
+	var size int64
 	err := s.guard("write", func() error {
 		return s.db.Update(func(tx *bolt.Tx) error {
 			clear(s.txMarks)
@@ -678,6 +688,7 @@ func (s *Store) runTx(fn func(*bolt.Tx) error, batch []*writeReq) error {
 					return fmt.Errorf("kv: commit: %w", err)
 				}
 			}
+			size = tx.Size()
 			return nil
 		})
 	})
@@ -694,6 +705,7 @@ func (s *Store) runTx(fn func(*bolt.Tx) error, batch []*writeReq) error {
 	switch {
 	case err == nil:
 		s.commits.Add(1)
+		s.noteSize(size)
 		for _, r := range batch {
 			if !r.probe {
 				s.setWriteErr(nil)

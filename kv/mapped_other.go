@@ -1,0 +1,5 @@
+//go:build !linux
+
+package kv
+
+func dropMapping(uintptr, int64) error { return nil }
