@@ -113,6 +113,19 @@ func updateEntry(tx *bolt.Tx, user string, id uint64, now time.Time, u *EntryUpd
 	return putEntry(tx, &e)
 }
 
+// entryOwner returns the user of an encoded entry, from the binary form
+// without decoding it, or by decoding one of another encoding.
+func entryOwner(v []byte) ([]byte, error) {
+	if u := entryUser(v); u != nil {
+		return u, nil
+	}
+	var e Entry
+	if err := decodeEntry(v, &e); err != nil {
+		return nil, err
+	}
+	return []byte(e.User), nil
+}
+
 // unindexedKeys reads up to max history entries above the index
 // watermark and returns their per-user index keys, sorted, and the highest
 // id read (0 when there is none).
@@ -122,13 +135,9 @@ func (s *Store) unindexedKeys(max int) (keys [][]byte, last uint64, err error) {
 		c := tx.Bucket(bucketEntries).Cursor()
 		for k, v := c.Seek(idKey(indexedUpTo(tx) + 1)); k != nil && len(keys) < max; k, v = c.Next() {
 			id := binary.BigEndian.Uint64(k)
-			u := entryUser(v)
-			if u == nil {
-				var e Entry
-				if err := decodeEntry(v, &e); err != nil {
-					return err
-				}
-				u = []byte(e.User)
+			u, err := entryOwner(v)
+			if err != nil {
+				return err
 			}
 			keys = append(keys, histKey(asciiLower(string(u)), id))
 			last = id
@@ -211,13 +220,9 @@ func (s *Store) History(q HistoryQuery) (entries []Entry, next uint64, err error
 			k, v = c.Prev()
 		}
 		for ; k != nil && binary.BigEndian.Uint64(k) > wm; k, v = c.Prev() {
-			u := entryUser(v)
-			if u == nil {
-				var e Entry
-				if err := decodeEntry(v, &e); err != nil {
-					return err
-				}
-				u = []byte(e.User)
+			u, err := entryOwner(v)
+			if err != nil {
+				return err
 			}
 			if !asciiEqualFold(string(u), user) {
 				continue
