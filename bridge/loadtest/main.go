@@ -31,7 +31,7 @@
 //     member's answers reached WeCom in the order asked;
 //   - stored: ack latency at -rate on an empty store and on a copy of the
 //     filled one, runs alternating (-reps each);
-//   - profile: where the daemon's CPU goes per callback (pinned, flat out),
+//   - profile: where the daemon's CPU goes per callback (pinned, at -rate and flat out),
 //     sampled with perf(1) — skipped with a note when perf is missing.
 //
 // The filled store is written once per run with kv directly (NoSync),
@@ -148,7 +148,7 @@ func parseFlags(args []string) (options, string, error) {
 	fs.IntVar(&o.backlogPerUser, "backlog-per-user", 10, "rss phase: questions from each member (WeCom allows 30 messages a minute to each)")
 	fs.StringVar(&o.pinDaemon, "pin-daemon", "1", "pinned phase: taskset CPU list for the server under test")
 	fs.StringVar(&o.pinLoad, "pin-load", "0", "pinned phase: taskset CPU list for this process (load generator and fakes)")
-	fs.DurationVar(&o.profileFor, "profile-for", 5*time.Second, "profile phase: how long to sample the daemon flat out")
+	fs.DurationVar(&o.profileFor, "profile-for", 5*time.Second, "profile phase: how long to sample the daemon at -rate, and again flat out")
 	fs.StringVar(&o.bin, "bin", "", "daemon binary (default: go build the module)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the working directory (stores, logs)")
 	phases := fs.String("phases", "all", "comma-separated phases to run: "+strings.Join(allPhases, ", ")+" (or all)")

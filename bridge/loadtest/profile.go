@@ -15,10 +15,11 @@ import (
 	"time"
 )
 
-// profileRun is where the daemon's CPU went while it took callbacks flat
-// out, pinned like the pinned phase.
+// profileRun is where the daemon's CPU went while it took callbacks,
+// pinned like the pinned phase, in one of two loads.
 type profileRun struct {
-	flat    result
+	label   string // the load: "flat out" or "2000/s"
+	flat    result // the callbacks sent while sampling
 	samples int
 	cats    []category
 	alloc   int // samples under runtime.mallocgc, whatever the category
@@ -31,10 +32,12 @@ type category struct {
 }
 
 // profile samples the daemon with perf(1) (cpu-clock, call graphs through
-// Go's frame pointers) during a flat-out run and attributes each sample to
-// the innermost frame that is not the Go runtime, the kernel or syscall
-// glue, so that allocation and system calls are charged to the code that
-// made them; garbage collection is its own line.
+// Go's frame pointers), first while it takes callbacks at -rate and then
+// flat out, and attributes each sample to the innermost frame that is not
+// the Go runtime, the kernel or syscall glue, so that allocation and system
+// calls are charged to the code that made them; garbage collection is its
+// own line. The two loads cost differently per callback: at -rate the
+// commit groups are small, so what every commit pays is shared by fewer.
 func (e *env) profile() error {
 	if _, err := exec.LookPath("perf"); err != nil {
 		e.rep.notes = append(e.rep.notes, "profile phase skipped: perf(1) is not installed (apt-get install linux-perf)")
@@ -65,21 +68,46 @@ func (e *env) profile() error {
 		return err
 	}
 	shots = shots[min(2000, len(shots)):]
+
+	paced, err := e.shots(int(e.o.rate * e.o.profileFor.Seconds()))
+	if err != nil {
+		return err
+	}
+	load := fmt.Sprintf("%.0f/s", e.o.rate)
+	if err := e.record(p, load, func(d time.Duration) result {
+		n := min(len(paced), int(e.o.rate*d.Seconds()))
+		return f.paced(paced[:n], e.o.rate, nil)
+	}); err != nil {
+		return err
+	}
+	if err := e.drain(base, 5*time.Minute); err != nil {
+		return err
+	}
+	if err := e.record(p, "flat out", func(d time.Duration) result { return f.flatOut(shots, d, false) }); err != nil {
+		return err
+	}
+	return e.drain(base, 5*time.Minute)
+}
+
+// record samples p with perf(1) for -profile-for while fire sends
+// callbacks (for the duration it is given), and adds what it found to the
+// report.
+func (e *env) record(p *proc, label string, fire func(d time.Duration) result) error {
 	e.slowLLM(defaultWorkers, e.o.profileFor)
-	data := filepath.Join(e.dir, "perf.data")
+	data := filepath.Join(e.dir, "perf-"+strings.NewReplacer(" ", "-", "/", "-").Replace(label)+".data")
 	rec := exec.Command("perf", "record", "-q", "-e", "cpu-clock", "-F", "1999", "-g",
 		"-p", strconv.Itoa(p.pid()), "-o", data, "--", "sleep", fmt.Sprint(e.o.profileFor.Seconds()))
 	var recErr bytes.Buffer
 	rec.Stderr = &recErr
-	step(fmt.Sprintf("profile: perf record while flat out for %v", e.o.profileFor))
+	step(fmt.Sprintf("profile: perf record for %v, %s", e.o.profileFor, label))
 	if err := rec.Start(); err != nil {
 		return fmt.Errorf("perf record: %w", err)
 	}
 	time.Sleep(200 * time.Millisecond) // perf attaches
-	r := f.flatOut(shots, e.o.profileFor-200*time.Millisecond, false)
+	r := fire(e.o.profileFor - 200*time.Millisecond)
 	if err := rec.Wait(); err != nil {
-		e.rep.notes = append(e.rep.notes, fmt.Sprintf("profile phase: perf record failed (%v): %s", err, strings.TrimSpace(recErr.String())))
-		return e.drain(base, 5*time.Minute)
+		e.rep.notes = append(e.rep.notes, fmt.Sprintf("profile phase (%s): perf record failed (%v): %s", label, err, strings.TrimSpace(recErr.String())))
+		return nil
 	}
 	fmt.Fprintln(os.Stderr, "   ", r)
 	out, err := exec.Command("perf", "script", "-i", data, "-F", "ip,sym,dso").Output()
@@ -87,10 +115,10 @@ func (e *env) profile() error {
 		return fmt.Errorf("perf script: %w", err)
 	}
 	pr := attribute(bytes.NewReader(out))
-	pr.flat = r
-	e.rep.prof = &pr
+	pr.label, pr.flat = label, r
+	e.rep.profs = append(e.rep.profs, &pr)
 	fmt.Fprintf(os.Stderr, "    %d samples\n", pr.samples)
-	return e.drain(base, 5*time.Minute)
+	return nil
 }
 
 // attribute reads `perf script -F ip,sym,dso` call graphs (innermost frame

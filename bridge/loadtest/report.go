@@ -51,7 +51,7 @@ type report struct {
 	pinBare   pinnedRun
 	pinDaemon pinnedRun
 	backlog2  backlogRun
-	prof      *profileRun
+	profs     []*profileRun
 }
 
 type phaseTime struct {
@@ -123,8 +123,8 @@ func (r *report) print(w io.Writer) {
 	if o.phases["unpinned"] || o.phases["bare"] {
 		r.printUnpinned(w)
 	}
-	if r.prof != nil {
-		r.printProfile(w)
+	for _, p := range r.profs {
+		r.printProfile(w, p)
 	}
 }
 
@@ -234,11 +234,10 @@ func (r *report) printIssue13(w io.Writer) {
 }
 
 // printProfile prints where the daemon's CPU went.
-func (r *report) printProfile(w io.Writer) {
-	p := r.prof
+func (r *report) printProfile(w io.Writer, p *profileRun) {
 	per := cpuPer(p.flat)
-	fmt.Fprintf(w, "CPU 去向 / where the daemon's CPU goes: perf(1) cpu-clock samples of the daemon process, pinned, flat out (%v, %.0f µs per callback, %d samples)\n\n",
-		p.flat.elapsed.Round(100*time.Millisecond), per, p.samples)
+	fmt.Fprintf(w, "CPU 去向 / where the daemon's CPU goes: perf(1) cpu-clock samples of the daemon process, pinned, %s (%d callbacks in %v, %.0f µs per callback, %d samples)\n\n",
+		p.label, p.flat.ok, p.flat.elapsed.Round(100*time.Millisecond), per, p.samples)
 	fmt.Fprintf(w, "| 部分 / part | share | µs per callback | of which in the kernel |\n|---|---|---|---|\n")
 	for _, c := range p.cats {
 		share := float64(c.samples) / float64(max(p.samples, 1))
