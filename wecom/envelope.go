@@ -6,7 +6,6 @@ import (
 	"encoding/xml"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
 )
 
@@ -53,17 +52,17 @@ func parseEnvelope(body []byte) (envelope, error) {
 	switch firstNonSpace(body) {
 	case '<':
 		seen := false
-		err := walkXML(body, func(name string, text []byte) error {
+		err := walkXML(body, func(name, text []byte) error {
 			switch {
-			case strings.EqualFold(name, "Encrypt"):
+			case bytes.EqualFold(name, []byte("Encrypt")):
 				if seen {
 					return malformed("envelope has more than one Encrypt element")
 				}
 				seen = true
 				e.encrypt = bytes.Clone(text)
-			case strings.EqualFold(name, "ToUserName"):
+			case bytes.EqualFold(name, []byte("ToUserName")):
 				e.toUserName = string(text)
-			case strings.EqualFold(name, "AgentID"):
+			case bytes.EqualFold(name, []byte("AgentID")):
 				e.agentID = strings.TrimSpace(string(text))
 			}
 			return nil
@@ -133,83 +132,6 @@ func firstNonSpace(b []byte) byte {
 		return c
 	}
 	return 0
-}
-
-// walkXML decodes a small XML document and calls fn with the local name and
-// the character data of every direct child of the root element, in document
-// order. The text slice is only valid during the call. It rejects
-// directives (DOCTYPE, ENTITY …), undeclared entities, more than one root
-// element, text outside the root and nesting deeper than maxXMLDepth.
-func walkXML(data []byte, fn func(name string, text []byte) error) error {
-	d := xml.NewDecoder(bytes.NewReader(data))
-	d.Strict = true
-	var (
-		stack    [maxXMLDepth]string // open elements; RawToken does not match them for us
-		depth    int
-		rootSeen bool
-		text     []byte
-	)
-	for {
-		// RawToken skips namespace bookkeeping, which WeCom payloads do
-		// not use and which costs several allocations per element.
-		tok, err := d.RawToken()
-		if errors.Is(err, io.EOF) {
-			switch {
-			case !rootSeen:
-				return malformed("xml: no root element")
-			case depth != 0:
-				return malformed("xml: unexpected end of input")
-			}
-			return nil
-		}
-		if err != nil {
-			var se *xml.SyntaxError
-			if errors.As(err, &se) {
-				return malformed(fmt.Sprintf("xml: syntax error on line %d", se.Line))
-			}
-			return malformed("xml: cannot decode")
-		}
-		switch t := tok.(type) {
-		case xml.StartElement:
-			if depth == maxXMLDepth {
-				return malformed("xml: nested too deeply")
-			}
-			if depth == 0 {
-				if rootSeen {
-					return malformed("xml: more than one root element")
-				}
-				rootSeen = true
-			}
-			stack[depth] = t.Name.Local
-			depth++
-			if depth == 2 {
-				text = text[:0]
-			}
-		case xml.EndElement:
-			if depth == 0 || stack[depth-1] != t.Name.Local {
-				return malformed("xml: mismatched end tag")
-			}
-			if depth == 2 {
-				if err := fn(stack[1], text); err != nil {
-					return err
-				}
-			}
-			depth--
-		case xml.CharData:
-			switch depth {
-			case 0:
-				if len(bytes.TrimSpace(t)) != 0 {
-					return malformed("xml: text outside the root element")
-				}
-			case 2:
-				text = append(text, t...)
-			}
-		case xml.Directive:
-			return malformed("xml: directives such as DOCTYPE are not allowed")
-		case xml.ProcInst, xml.Comment:
-			// harmless
-		}
-	}
 }
 
 // writeCDATA writes s as a CDATA section, splitting any "]]>" so that the

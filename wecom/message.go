@@ -88,7 +88,7 @@ func ParseMessage(plain []byte) (*Message, error) {
 	m := new(Message)
 	switch firstNonSpace(plain) {
 	case '<':
-		err := walkXML(plain, func(name string, text []byte) error {
+		err := walkXML(plain, func(name, text []byte) error {
 			return m.set(name, string(text))
 		})
 		if err != nil {
@@ -110,7 +110,7 @@ func ParseMessage(plain []byte) (*Message, error) {
 }
 
 // set stores one field by its element or key name.
-func (m *Message) set(name, v string) error {
+func (m *Message) set(name []byte, v string) error {
 	// Lower-case the name into a stack buffer: names are short, and this
 	// avoids an allocation per field.
 	var lower [32]byte
