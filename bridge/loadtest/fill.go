@@ -194,6 +194,8 @@ func (e *env) stored() error {
 	}
 	defer pf.stop()
 	time.Sleep(2 * time.Second)
+	e.quiet(pe) // start-up work (the filled store's check reads it all)
+	e.quiet(pf)
 	if e.rep.filledIdle, err = pf.memory(); err != nil {
 		return err
 	}

@@ -417,7 +417,33 @@ func (e *env) pacedRun(f *firer, base string) (result, error) {
 	}
 	e.slowLLM(defaultWorkers, e.o.duration)
 	r := f.paced(shots, e.o.rate, nil)
-	return r, e.drain(base, 3*time.Minute)
+	if err := e.drain(base, 3*time.Minute); err != nil {
+		return r, err
+	}
+	e.quiet(f.srv)
+	return r, nil
+}
+
+// quiet waits until p has been idle (under 4% of a CPU) for two half
+// seconds in a row, at most a minute: after the backlog is answered the
+// daemon still indexes history and trims its mapping, and a run that
+// starts meanwhile (on this daemon or another) measures that work too.
+func (e *env) quiet(p *proc) {
+	const window, busy = 500 * time.Millisecond, 20 * time.Millisecond
+	deadline := time.Now().Add(time.Minute)
+	for calm := 0; calm < 2; {
+		if time.Now().After(deadline) {
+			e.rep.notes = append(e.rep.notes, fmt.Sprintf("%s: still busy a minute after answering its backlog", p.name))
+			return
+		}
+		c0 := p.cpu()
+		time.Sleep(window)
+		if p.cpu()-c0 < busy {
+			calm++
+		} else {
+			calm = 0
+		}
+	}
 }
 
 // median returns the run with the median p99.
