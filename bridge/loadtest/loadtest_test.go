@@ -183,3 +183,13 @@ func TestMedianPct(t *testing.T) {
 		t.Errorf("median p99 %v, want 9ms", got)
 	}
 }
+
+func TestParseSteal(t *testing.T) {
+	steal, all := parseSteal("cpu  16816 0 6227 38245 1082 0 1704 2341 500 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n")
+	if steal != 2341 || all != 16816+6227+38245+1082+1704+2341 {
+		t.Errorf("parseSteal = %d, %d", steal, all)
+	}
+	if s, a := parseSteal("intr 1 2 3"); s != 0 || a != 0 {
+		t.Errorf("not a cpu line: %d, %d", s, a)
+	}
+}

@@ -55,9 +55,10 @@ type report struct {
 }
 
 type phaseTime struct {
-	name string
-	d    time.Duration
-	load string // load average when it started
+	name  string
+	d     time.Duration
+	load  string  // load average when it started
+	steal float64 // share of the machine's CPU time the hypervisor took meanwhile
 }
 
 // coreShare is the server's CPU time during a run as a share of the run's
@@ -108,9 +109,9 @@ func (r *report) print(w io.Writer) {
 	}
 	var took []string
 	for _, t := range r.took {
-		took = append(took, fmt.Sprintf("%s %v (load %s)", t.name, t.d.Round(time.Second), t.load))
+		took = append(took, fmt.Sprintf("%s %v (load %s, steal %.0f%%)", t.name, t.d.Round(time.Second), t.load, 100*t.steal))
 	}
-	fmt.Fprintf(w, "phases (time, 1-minute load average of the machine at the start): %s\n", strings.Join(took, ", "))
+	fmt.Fprintf(w, "phases (time, 1-minute load average of the machine at the start, CPU time the hypervisor took from this VM meanwhile): %s\n", strings.Join(took, ", "))
 	fmt.Fprintf(w, "%d client connections over loopback; acks fsynced.\n", o.conc)
 	fmt.Fprintf(w, "The store's disk: one 4 KiB write + fdatasync takes %s (p50) / %s (p99); a bbolt commit does two.\n",
 		ms(r.sync50), ms(r.sync99))
