@@ -74,12 +74,21 @@ func (m *metrics) gauge(name, help string, fn func() float64) {
 // inc adds one to a counter with the given label values.
 func (m *metrics) inc(name string, labelValues ...string) {
 	cv := m.counters[name]
-	key := strings.Join(labelValues, "\x00")
+	// The key is built on the stack and the lookup does not copy it: only
+	// a new label combination allocates (this runs for every callback).
+	var buf [128]byte
+	key := buf[:0]
+	for i, v := range labelValues {
+		if i > 0 {
+			key = append(key, 0)
+		}
+		key = append(key, v...)
+	}
 	m.mu.Lock()
-	c, ok := cv.vals[key]
+	c, ok := cv.vals[string(key)]
 	if !ok {
 		c = new(atomic.Uint64)
-		cv.vals[key] = c
+		cv.vals[string(key)] = c
 	}
 	m.mu.Unlock()
 	c.Add(1)

@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -286,11 +287,18 @@ func (b *Bridge) accept(a *app, msg *wecom.Message) string {
 		b.log.Error("cannot record callback; WeCom will retry", "app", a.cfg.Name, "err", err)
 		return "error"
 	}
+	// Debug's arguments are boxed whether or not it logs: on the hot path
+	// ask first.
+	debug := b.log.Enabled(context.Background(), slog.LevelDebug)
 	if dup {
-		b.log.Debug("duplicate callback (WeCom retry)", "app", a.cfg.Name, "key", q.DedupKey)
+		if debug {
+			b.log.Debug("duplicate callback (WeCom retry)", "app", a.cfg.Name, "key", q.DedupKey)
+		}
 		return "duplicate"
 	}
-	b.log.Debug("question accepted", "app", a.cfg.Name, "user", q.User, "job", job.ID, "kind", q.Kind, "text", q.Text)
+	if debug {
+		b.log.Debug("question accepted", "app", a.cfg.Name, "user", q.User, "job", job.ID, "kind", q.Kind, "text", q.Text)
+	}
 	b.fetchSoon(job)
 	b.pool.submit(b.root, job)
 	return "accepted"
