@@ -58,6 +58,11 @@ type result struct {
 	elapsed          time.Duration
 	lat              []time.Duration // of the successful shots, sorted
 	cpu              time.Duration   // the server's CPU time during the run, if known
+	// The machine around an ack run: the disk's write + fdatasync p99
+	// just before it, and the share of CPU time the hypervisor took
+	// during it. Tails follow both.
+	diskP99 time.Duration
+	steal   float64
 }
 
 func (r result) rate() float64 { return float64(r.ok) / r.elapsed.Seconds() }
@@ -79,6 +84,9 @@ func (r result) String() string {
 	}
 	if r.failed > 0 {
 		s += fmt.Sprintf(", %d failed %v", r.failed, r.statuses)
+	}
+	if r.diskP99 > 0 {
+		s += fmt.Sprintf("; disk p99 before %v, steal %.0f%%", ms(r.diskP99), 100*r.steal)
 	}
 	return s
 }

@@ -452,7 +452,14 @@ func (e *env) pacedRun(f *firer, base string) (result, error) {
 		return result{}, err
 	}
 	e.slowLLM(defaultWorkers, e.o.duration)
+	_, disk99, err := syncLatency(e.dir, 200)
+	if err != nil {
+		return result{}, err
+	}
+	st0, all0 := cpuSteal()
 	r := f.paced(shots, e.o.rate, nil)
+	st1, all1 := cpuSteal()
+	r.diskP99, r.steal = disk99, float64(st1-st0)/float64(max(all1-all0, 1))
 	if err := e.drain(base, 3*time.Minute); err != nil {
 		return r, err
 	}
