@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -136,10 +137,18 @@ func TestOperationsEndpoints(t *testing.T) {
 		"wecom_bridge_ack_seconds_count 1",
 		"wecom_bridge_queue_depth 0",
 		"wecom_bridge_llm_first_delta_seconds_count 1",
+		"# TYPE wecom_bridge_store_commit_seconds histogram",
+		`wecom_bridge_store_commit_seconds_bucket{le="+Inf"} `,
 	} {
 		if st != 200 || !strings.Contains(body, want) {
 			t.Errorf("metrics lack %q", want)
 		}
+	}
+	// At least the accept, the answer's progress and its end were
+	// committed, each carrying at least one write.
+	m := parseMetrics(t, body)
+	if n, w := m["wecom_bridge_store_commit_seconds_count"], m["wecom_bridge_store_commit_writes_total"]; n < 3 || w < n {
+		t.Errorf("store commits %v carrying %v writes", n, w)
 	}
 	if st, body, _ := get("/WW_verify_abc123.txt"); st != 200 || body != "abc123content" {
 		t.Fatalf("verify file %d %q", st, body)
@@ -191,4 +200,22 @@ func TestTrustedIPErrorLoggedAndBounded(t *testing.T) {
 	if strings.Contains(log, "secret-helpdesk") {
 		t.Fatal("the corp secret leaked into the log")
 	}
+}
+
+// parseMetrics reads the Prometheus text format into series -> value.
+func parseMetrics(t *testing.T, body string) map[string]float64 {
+	t.Helper()
+	m := map[string]float64{}
+	for _, line := range strings.Split(body, "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if i < 0 || err != nil {
+			t.Fatalf("metrics line %q", line)
+		}
+		m[line[:i]] = v
+	}
+	return m
 }

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/wecom-bridge/wecom-bridge/kv"
 )
 
 // metrics keeps the daemon's counters and histograms and writes them in the
@@ -160,6 +162,20 @@ func (m *metrics) write(w io.Writer) {
 		fmt.Fprintf(w, "%s_bucket{le=\"+Inf\"} %d\n%s_sum %s\n%s_count %d\n", n, h.count, n, formatFloat(h.sum), n, h.count)
 		h.mu.Unlock()
 	}
+}
+
+// writeCommitMetrics emits the store's group commits: their durations as
+// a histogram (an ack waits for one, so a slow disk shows here first) and
+// the writes they carried.
+func writeCommitMetrics(w io.Writer, st kv.CommitStats) {
+	const n = "wecom_bridge_store_commit_seconds"
+	fmt.Fprintf(w, "# HELP %s Time of each group commit to the database (write and fdatasync); every ack waits for one.\n# TYPE %s histogram\n", n, n)
+	for i, ub := range st.Bounds {
+		fmt.Fprintf(w, "%s_bucket{le=\"%s\"} %d\n", n, formatFloat(ub.Seconds()), st.Buckets[i])
+	}
+	fmt.Fprintf(w, "%s_bucket{le=\"+Inf\"} %d\n%s_sum %s\n%s_count %d\n", n, st.Count, n, formatFloat(st.Sum.Seconds()), n, st.Count)
+	const c = "wecom_bridge_store_commit_writes_total"
+	fmt.Fprintf(w, "# HELP %s Writes the group commits carried (divided by the commit count: the mean group size).\n# TYPE %s counter\n%s %d\n", c, c, c, st.Callers)
 }
 
 func labelPairs(names, values []string) string {

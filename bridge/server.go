@@ -80,6 +80,7 @@ func (b *Bridge) route(ctx *fasthttp.RequestCtx) {
 	case string(path) == "/metrics" && b.config().Server.metrics():
 		ctx.SetContentType("text/plain; version=0.0.4; charset=utf-8")
 		b.metrics.write(ctx)
+		writeCommitMetrics(ctx, b.store.CommitStats())
 		b.writeBotMetrics(ctx)
 	case bytes.HasPrefix(path, []byte("/WW_verify_")):
 		b.verifyFile(ctx, string(path[1:]))

@@ -92,6 +92,8 @@ type Options struct {
 
 // Store is the bbolt-backed state of the daemon. It is safe for concurrent use.
 type Store struct {
+	commitTimes commitStats // durations and sizes of group commits
+
 	db   *bolt.DB
 	now  func() time.Time
 	log  *slog.Logger
@@ -593,7 +595,7 @@ func (s *Store) committer() {
 			for {
 				select {
 				case r := <-s.writes:
-					s.commit([]*writeReq{r})
+					s.timedCommit([]*writeReq{r})
 				default:
 					return
 				}
@@ -626,8 +628,15 @@ func (s *Store) committer() {
 				break drain
 			}
 		}
-		s.commit(batch)
+		s.timedCommit(batch)
 	}
+}
+
+// timedCommit commits the batch and records how long it took.
+func (s *Store) timedCommit(batch []*writeReq) {
+	start := time.Now()
+	s.commit(batch)
+	s.commitTimes.observe(time.Since(start), len(batch))
 }
 
 // commit runs the batch in one transaction. If one function fails, the
