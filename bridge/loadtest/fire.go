@@ -63,6 +63,10 @@ type result struct {
 	// during it. Tails follow both.
 	diskP99 time.Duration
 	steal   float64
+	// The daemon's own group commits during the run: the bucket bounds
+	// holding their p99 and p99.9, and the mean writes per commit.
+	commitP99, commitP999 time.Duration
+	group                 float64
 }
 
 func (r result) rate() float64 { return float64(r.ok) / r.elapsed.Seconds() }
@@ -88,7 +92,18 @@ func (r result) String() string {
 	if r.diskP99 > 0 {
 		s += fmt.Sprintf("; disk p99 before %v, steal %.0f%%", ms(r.diskP99), 100*r.steal)
 	}
+	if r.commitP99 > 0 {
+		s += fmt.Sprintf("; commits p99 ≤ %s, p99.9 ≤ %s, %.1f writes each", bound(r.commitP99), bound(r.commitP999), r.group)
+	}
 	return s
+}
+
+// bound prints a histogram bucket bound.
+func bound(d time.Duration) string {
+	if d == time.Duration(math.MaxInt64) {
+		return "+Inf"
+	}
+	return ms(d)
 }
 
 func ms(d time.Duration) string { return strconv.FormatFloat(float64(d)/1e6, 'f', 2, 64) + "ms" }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"io"
+	"math"
 	"net/http"
 	"strings"
 	"testing"
@@ -191,5 +192,24 @@ func TestParseSteal(t *testing.T) {
 	}
 	if s, a := parseSteal("intr 1 2 3"); s != 0 || a != 0 {
 		t.Errorf("not a cpu line: %d, %d", s, a)
+	}
+}
+
+func TestHistQuantile(t *testing.T) {
+	const h = "x_seconds"
+	b := func(le string) string { return h + `_bucket{le="` + le + `"}` }
+	before := map[string]float64{b("0.001"): 10, b("0.01"): 10, b("0.1"): 10, b("+Inf"): 10, h + "_count": 10}
+	after := map[string]float64{b("0.001"): 900, b("0.01"): 1000, b("0.1"): 1009, b("+Inf"): 1010, h + "_count": 1010}
+	// 1,000 new: 890 within 1 ms, 990 within 10 ms, 999 within 100 ms.
+	for _, c := range []struct {
+		q    float64
+		want time.Duration
+	}{{0.5, time.Millisecond}, {0.99, 10 * time.Millisecond}, {0.999, 100 * time.Millisecond}, {1, time.Duration(math.MaxInt64)}} {
+		if got := histQuantile(before, after, h, c.q); got != c.want {
+			t.Errorf("q %v: %v, want %v", c.q, got, c.want)
+		}
+	}
+	if got := histQuantile(after, after, h, 0.99); got != 0 {
+		t.Errorf("nothing counted: %v", got)
 	}
 }

@@ -48,9 +48,11 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -456,15 +458,67 @@ func (e *env) pacedRun(f *firer, base string) (result, error) {
 	if err != nil {
 		return result{}, err
 	}
+	m0, err := metricsOf(base)
+	if err != nil {
+		return result{}, err
+	}
 	st0, all0 := cpuSteal()
 	r := f.paced(shots, e.o.rate, nil)
 	st1, all1 := cpuSteal()
+	m1, err := metricsOf(base)
+	if err != nil {
+		return result{}, err
+	}
 	r.diskP99, r.steal = disk99, float64(st1-st0)/float64(max(all1-all0, 1))
+	r.commitP99, r.commitP999 = histQuantile(m0, m1, commitHist, 0.99), histQuantile(m0, m1, commitHist, 0.999)
+	if n := m1[commitHist+"_count"] - m0[commitHist+"_count"]; n > 0 {
+		r.group = (m1["wecom_bridge_store_commit_writes_total"] - m0["wecom_bridge_store_commit_writes_total"]) / n
+	}
 	if err := e.drain(base, 3*time.Minute); err != nil {
 		return r, err
 	}
 	e.quiet(f.srv)
 	return r, nil
+}
+
+// commitHist is the daemon's histogram of its store's group commits.
+const commitHist = "wecom_bridge_store_commit_seconds"
+
+// histQuantile returns the upper bound of the bucket that holds the q-th
+// quantile of what a Prometheus histogram counted between two scrapes
+// (+Inf when it is above every bound, 0 when nothing was counted).
+func histQuantile(before, after map[string]float64, name string, q float64) time.Duration {
+	type bucket struct{ le, n float64 }
+	var bs []bucket
+	prefix := name + `_bucket{le="`
+	for k, v := range after {
+		le, ok := strings.CutPrefix(k, prefix)
+		if !ok {
+			continue
+		}
+		le = strings.TrimSuffix(le, `"}`)
+		f, err := strconv.ParseFloat(le, 64)
+		if le == "+Inf" {
+			f, err = math.Inf(1), nil
+		}
+		if err == nil {
+			bs = append(bs, bucket{f, v - before[k]})
+		}
+	}
+	slices.SortFunc(bs, func(a, b bucket) int { return cmp.Compare(a.le, b.le) })
+	total := after[name+"_count"] - before[name+"_count"]
+	if total <= 0 {
+		return 0
+	}
+	for _, b := range bs {
+		if b.n >= q*total {
+			if math.IsInf(b.le, 1) {
+				return time.Duration(math.MaxInt64)
+			}
+			return time.Duration(b.le * float64(time.Second))
+		}
+	}
+	return time.Duration(math.MaxInt64)
 }
 
 // quiet waits until p has been idle (under 4% of a CPU) for two half
