@@ -397,18 +397,24 @@ func (e *env) shots(n int) ([]shot, error) {
 	return e.maker.make(n, e.users, func(int) string { return question })
 }
 
-// ceiling measures the bare fasthttp server with the same client and the
-// same requests.
-func (e *env) ceiling() error {
+// startBare starts the bare fasthttp server (this binary with
+// -bare-serve) on a free port, under taskset -c cpu unless cpu is "".
+func (e *env) startBare(cpu, logName string) (*proc, error) {
 	self, err := os.Executable()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	addr, err := freeAddr()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	p, err := startProc("bare", exec.Command(self, "-bare-serve", addr), addr, "", filepath.Join(e.dir, "bare.log"))
+	return startProc("bare", pinned(cpu, self, "-bare-serve", addr), addr, "", filepath.Join(e.dir, logName))
+}
+
+// ceiling measures the bare fasthttp server with the same client and the
+// same requests.
+func (e *env) ceiling() error {
+	p, err := e.startBare("", "bare.log")
 	if err != nil {
 		return err
 	}

@@ -35,15 +35,7 @@ func (e *env) pinnedRuns() error {
 	}()
 
 	// The bare server, pinned the same way.
-	self, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	addr, err := freeAddr()
-	if err != nil {
-		return err
-	}
-	bp, err := startProc("bare", pinned(e.o.pinDaemon, self, "-bare-serve", addr), addr, "", filepath.Join(e.dir, "bare-pinned.log"))
+	bp, err := e.startBare(e.o.pinDaemon, "bare-pinned.log")
 	if err != nil {
 		return err
 	}
