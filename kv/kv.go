@@ -93,6 +93,7 @@ type Options struct {
 // Store is the bbolt-backed state of the daemon. It is safe for concurrent use.
 type Store struct {
 	commitTimes commitStats // durations and sizes of group commits
+	errs        []error     // the committer's per-caller results, reused
 
 	db   *bolt.DB
 	now  func() time.Time
@@ -632,20 +633,26 @@ func (s *Store) committer() {
 	}
 }
 
-// timedCommit commits the batch and records how long it took.
+// timedCommit commits the batch, records how long it took, and only then
+// hands each caller its result, so a caller that has returned is already
+// counted in CommitStats.
 func (s *Store) timedCommit(batch []*writeReq) {
 	start := time.Now()
-	s.commit(batch)
+	s.errs = s.commit(batch, s.errs[:0])
 	s.commitTimes.observe(time.Since(start), len(batch))
+	for i, r := range batch {
+		r.err <- s.errs[i]
+	}
+	clear(s.errs)
 }
 
-// commit runs the batch in one transaction. If one function fails, the
-// transaction is rolled back and each function is run on its own, so one
-// caller's error never fails another caller. A failure of the commit itself
-// (or of the FailWrites hook) rolls everything back and fails every caller:
-// nothing of the group is half-written, and each caller's function will be
-// run afresh by its retry.
-func (s *Store) commit(batch []*writeReq) {
+// commit runs the batch in one transaction and appends each caller's result
+// to errs. If one function fails, the transaction is rolled back and each
+// function is run on its own, so one caller's error never fails another
+// caller. A failure of the commit itself (or of the FailWrites hook) rolls
+// everything back and fails every caller: nothing of the group is
+// half-written, and each caller's function will be run afresh by its retry.
+func (s *Store) commit(batch []*writeReq, errs []error) []error {
 	failed := -1
 	err := s.runTx(func(tx *bolt.Tx) error {
 		for i, r := range batch {
@@ -657,10 +664,10 @@ func (s *Store) commit(batch []*writeReq) {
 		return nil
 	}, batch)
 	if err == nil {
-		for _, r := range batch {
-			r.err <- nil
+		for range batch {
+			errs = append(errs, nil)
 		}
-		return
+		return errs
 	}
 	var ce *CorruptError
 	if len(batch) == 1 || (failed < 0 && !errors.As(err, &ce)) {
@@ -668,14 +675,15 @@ func (s *Store) commit(batch []*writeReq) {
 		if len(batch) > 1 {
 			s.log.Warn("kv: group commit failed", "callers", len(batch), "err", err)
 		}
-		for _, r := range batch {
-			r.err <- err
+		for range batch {
+			errs = append(errs, err)
 		}
-		return
+		return errs
 	}
 	for _, r := range batch {
-		r.err <- s.runTx(r.fn, []*writeReq{r})
+		errs = append(errs, s.runTx(r.fn, []*writeReq{r}))
 	}
+	return errs
 }
 
 // runTx runs fn in one read-write transaction under guard, applies the
