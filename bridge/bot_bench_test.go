@@ -49,8 +49,9 @@ func BenchmarkBotFirstFrame(b *testing.B) {
 	h, bs := newBotHarness(b, "")
 	h.stop()
 	h.backends = map[string]llm.Backend{"kb": fb}
+	subs := bs.Subscribes(testBotID)
 	h.start()
-	waitFor(b, func() bool { return bs.Connected(testBotID) })
+	waitFor(b, func() bool { return bs.Subscribes(testBotID) > subs && bs.Connected(testBotID) })
 	var lat []time.Duration
 	frames := 0
 	b.ResetTimer()

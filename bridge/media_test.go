@@ -219,9 +219,12 @@ func TestAttachmentFetchedAfterRestart(t *testing.T) {
 func TestBotMixedMessageAndPDF(t *testing.T) {
 	h, bs := newBotHarness(t, "")
 	h.stop()
-	h.extra = strings.Replace(h.extra, "backend = \"kb\"", "backend = \"kb\"", 1) + "\n[media]\nhold = \"100ms\"\n"
+	h.extra += "\n[media]\nhold = \"100ms\"\n"
+	subs := bs.Subscribes(testBotID)
 	h.start()
-	waitFor(t, func() bool { return bs.Connected(testBotID) })
+	// Wait for the restarted daemon's own subscription: the emulator may
+	// not yet have noticed that the old connection is gone.
+	waitFor(t, func() bool { return bs.Subscribes(testBotID) > subs && bs.Connected(testBotID) })
 	h.dify.SetFileUpload(llmtest.FileUpload{Enabled: true, Types: []string{"image", "document"}})
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
