@@ -93,7 +93,6 @@ type Options struct {
 // Store is the bbolt-backed state of the daemon. It is safe for concurrent use.
 type Store struct {
 	commitTimes commitStats // durations and sizes of group commits
-	errs        []error     // the committer's per-caller results, reused
 
 	db   *bolt.DB
 	now  func() time.Time
@@ -587,6 +586,7 @@ const maxYields = 8
 func (s *Store) committer() {
 	defer close(s.closed)
 	batch := make([]*writeReq, 0, s.max)
+	errs := make([]error, 0, s.max) // per-caller results, reused
 	for {
 		var first *writeReq
 		select {
@@ -596,7 +596,7 @@ func (s *Store) committer() {
 			for {
 				select {
 				case r := <-s.writes:
-					s.timedCommit([]*writeReq{r})
+					errs = s.timedCommit([]*writeReq{r}, errs)
 				default:
 					return
 				}
@@ -629,21 +629,22 @@ func (s *Store) committer() {
 				break drain
 			}
 		}
-		s.timedCommit(batch)
+		errs = s.timedCommit(batch, errs)
 	}
 }
 
 // timedCommit commits the batch, records how long it took, and only then
 // hands each caller its result, so a caller that has returned is already
-// counted in CommitStats.
-func (s *Store) timedCommit(batch []*writeReq) {
+// counted in CommitStats. errs is scratch space, returned for reuse.
+func (s *Store) timedCommit(batch []*writeReq, errs []error) []error {
 	start := time.Now()
-	s.errs = s.commit(batch, s.errs[:0])
+	errs = s.commit(batch, errs[:0])
 	s.commitTimes.observe(time.Since(start), len(batch))
 	for i, r := range batch {
-		r.err <- s.errs[i]
+		r.err <- errs[i]
 	}
-	clear(s.errs)
+	clear(errs)
+	return errs
 }
 
 // commit runs the batch in one transaction and appends each caller's result
