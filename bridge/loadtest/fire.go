@@ -63,10 +63,15 @@ type result struct {
 	// during it. Tails follow both.
 	diskP99 time.Duration
 	steal   float64
+	// The disk during the run, watched beside the daemon: its longest
+	// write + fdatasync and how many took over 10 ms (see diskStalls).
+	diskMax    time.Duration
+	diskStalls int
 	// The daemon's own group commits during the run: the bucket bounds
-	// holding their p99 and p99.9, and the mean writes per commit.
-	commitP99, commitP999 time.Duration
-	group                 float64
+	// holding their p99, p99.9 and longest, and the mean writes per
+	// commit. An ack tail far above the longest commit is not the disk.
+	commitP99, commitP999, commitMax time.Duration
+	group                            float64
 }
 
 func (r result) rate() float64 { return float64(r.ok) / r.elapsed.Seconds() }
@@ -92,8 +97,11 @@ func (r result) String() string {
 	if r.diskP99 > 0 {
 		s += fmt.Sprintf("; disk p99 before %v, steal %.0f%%", ms(r.diskP99), 100*r.steal)
 	}
+	if r.diskMax > 0 {
+		s += fmt.Sprintf("; disk meanwhile: longest sync %v, %d over 10ms", ms(r.diskMax), r.diskStalls)
+	}
 	if r.commitP99 > 0 {
-		s += fmt.Sprintf("; commits p99 ≤ %s, p99.9 ≤ %s, %.1f writes each", bound(r.commitP99), bound(r.commitP999), r.group)
+		s += fmt.Sprintf("; commits p99 ≤ %s, p99.9 ≤ %s, longest ≤ %s, %.1f writes each", bound(r.commitP99), bound(r.commitP999), bound(r.commitMax), r.group)
 	}
 	return s
 }

@@ -469,7 +469,9 @@ func (e *env) pacedRun(f *firer, base string) (result, error) {
 		return result{}, err
 	}
 	st0, all0 := cpuSteal()
+	stalls := diskStalls(e.dir)
 	r := f.paced(shots, e.o.rate, nil)
+	r.diskMax, r.diskStalls = stalls()
 	st1, all1 := cpuSteal()
 	m1, err := metricsOf(base)
 	if err != nil {
@@ -477,6 +479,7 @@ func (e *env) pacedRun(f *firer, base string) (result, error) {
 	}
 	r.diskP99, r.steal = disk99, float64(st1-st0)/float64(max(all1-all0, 1))
 	r.commitP99, r.commitP999 = histQuantile(m0, m1, commitHist, 0.99), histQuantile(m0, m1, commitHist, 0.999)
+	r.commitMax = histQuantile(m0, m1, commitHist, 1)
 	if n := m1[commitHist+"_count"] - m0[commitHist+"_count"]; n > 0 {
 		r.group = (m1["wecom_bridge_store_commit_writes_total"] - m0["wecom_bridge_store_commit_writes_total"]) / n
 	}

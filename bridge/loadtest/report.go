@@ -199,7 +199,7 @@ func (r *report) printIssue13(w io.Writer) {
 		fmt.Fprintf(w, "| 单核，%s/s 时应答 p50 / p99（%d 次取中位数）/ pinned, ack at %s/s, p50 / p99 (median of %d) | %s / %s | %s / %s | p99 ≤ 10 ms：%s |\n",
 			thousands(o.rate), len(d.pacedRuns), thousands(o.rate), len(d.pacedRuns), ms(medianPct(d.pacedRuns, 50)), ms(medianPct(d.pacedRuns, 99)), ms(b.paced.pct(50)), ms(b.paced.pct(99)),
 			verdictZH(d.paced.ok > 0 && medianPct(d.pacedRuns, 99) <= 10*time.Millisecond))
-		fmt.Fprintf(w, "| 单核，每次运行 p50 / p99（运行前磁盘写+fdatasync p99，运行中 steal 与守护进程自己的提交 p99）/ pinned, each run (disk p99 before; steal and the daemon's commit p99 during) | %s | | |\n", runList(d.pacedRuns))
+		fmt.Fprintf(w, "| 单核，每次运行 p50 / p99（运行前磁盘写+fdatasync p99；运行中 steal、守护进程自己的提交 p99 与最长、旁路探测的磁盘最长一次 sync）/ pinned, each run (disk p99 before; during: steal, the daemon's commit p99 and longest, the disk's longest sync seen beside it) | %s | | |\n", runList(d.pacedRuns))
 		fmt.Fprintf(w, "| 单核，每个回调 CPU（满负荷 / %s/s）/ pinned, CPU per callback (flat out / at %s/s) | %.0f / %.0f µs | %.0f / %.0f µs | |\n",
 			thousands(o.rate), thousands(o.rate), cpuPer(d.flat), cpuPer(d.paced), cpuPer(b.flat), cpuPer(b.paced))
 	}
@@ -303,7 +303,10 @@ func runList(runs []result) string {
 		if r.diskP99 > 0 {
 			p += fmt.Sprintf("（磁盘 p99 %s，steal %.0f%%", ms(r.diskP99), 100*r.steal)
 			if r.commitP99 > 0 {
-				p += fmt.Sprintf("，提交 p99 ≤ %s", bound(r.commitP99))
+				p += fmt.Sprintf("，提交 p99 ≤ %s、最长 ≤ %s", bound(r.commitP99), bound(r.commitMax))
+			}
+			if r.diskMax > 0 {
+				p += fmt.Sprintf("，同时磁盘最长一次 %s、超过 10 ms 的 %d 次", ms(r.diskMax), r.diskStalls)
 			}
 			p += "）"
 		}
