@@ -373,84 +373,101 @@ func metricsOf(base string) (map[string]float64, error) {
 	return out, sc.Err()
 }
 
-// syncLatency measures the disk under dir: n times, overwrite one 4 KiB
-// page of a preallocated file and fdatasync it. A durable bbolt commit
-// does this twice (data pages, then the meta page), so these figures bound
-// how fast an ack can be.
-func syncLatency(dir string, n int) (p50, p99 time.Duration, err error) {
+// syncProbe overwrites single 4 KiB pages of a file of its own, each
+// followed by fdatasync: what a durable bbolt commit does twice (data
+// pages, then the meta page). The file's pages are written once when it is
+// made, so the probe measures overwrites, not block allocation.
+type syncProbe struct {
+	f    *os.File
+	page []byte
+	next int
+}
+
+const syncProbePages = 256
+
+func newSyncProbe(dir string) (*syncProbe, error) {
 	f, err := os.CreateTemp(dir, "synctest-")
+	if err != nil {
+		return nil, err
+	}
+	p := &syncProbe{f: f, page: make([]byte, 4096)}
+	if _, err := f.Write(make([]byte, syncProbePages*len(p.page))); err != nil {
+		p.close()
+		return nil, err
+	}
+	if err := f.Sync(); err != nil {
+		p.close()
+		return nil, err
+	}
+	return p, nil
+}
+
+// once overwrites the next page and syncs it, returning how long that took.
+func (p *syncProbe) once() (time.Duration, error) {
+	start := time.Now()
+	if _, err := p.f.WriteAt(p.page, int64(p.next%syncProbePages)*int64(len(p.page))); err != nil {
+		return 0, err
+	}
+	p.next++
+	if err := syscall.Fdatasync(int(p.f.Fd())); err != nil {
+		return 0, err
+	}
+	return time.Since(start), nil
+}
+
+func (p *syncProbe) close() {
+	p.f.Close()
+	os.Remove(p.f.Name())
+}
+
+// syncLatency measures the disk under dir with n syncs back to back; these
+// figures bound how fast an ack can be.
+func syncLatency(dir string, n int) (p50, p99 time.Duration, err error) {
+	p, err := newSyncProbe(dir)
 	if err != nil {
 		return 0, 0, err
 	}
-	defer os.Remove(f.Name())
-	defer f.Close()
-	if err := f.Truncate(1 << 20); err != nil {
-		return 0, 0, err
-	}
-	if err := f.Sync(); err != nil {
-		return 0, 0, err
-	}
-	page := make([]byte, 4096)
+	defer p.close()
 	lat := make([]time.Duration, n)
 	for i := range lat {
-		start := time.Now()
-		if _, err := f.WriteAt(page, int64(i%256)*4096); err != nil {
+		if lat[i], err = p.once(); err != nil {
 			return 0, 0, err
 		}
-		if err := syscall.Fdatasync(int(f.Fd())); err != nil {
-			return 0, 0, err
-		}
-		lat[i] = time.Since(start)
 	}
 	slices.Sort(lat)
 	return lat[n/2], lat[n*99/100], nil
 }
 
-// diskStalls watches the disk under dir while an ack run goes on: every
-// 20 ms it overwrites one 4 KiB page of its own file and fdatasyncs it, a
-// load of 50 syncs a second beside the daemon's thousands. A virtual disk
-// can stall every sync on it for tens or hundreds of milliseconds; every
-// ack waiting meanwhile waits as long, and at 2,000/s one 100 ms stall is
-// 1% of a 10 s run. stop ends the watch and returns the longest sync seen
-// and how many took over 10 ms.
+// diskStalls watches the disk under dir while an ack run goes on: one sync
+// every 20 ms, a load of 50 a second beside the daemon's thousands. A
+// virtual disk can stall every sync on it for tens or hundreds of
+// milliseconds; every ack waiting meanwhile waits as long, and at 2,000/s
+// one 100 ms stall is 1% of a 10 s run. stop ends the watch and returns the
+// longest sync seen and how many took over 10 ms.
 func diskStalls(dir string) (stop func() (longest time.Duration, over10ms int)) {
 	done := make(chan struct{})
-	res := make(chan [2]int64, 1)
+	var longest time.Duration
+	over := 0
+	finished := make(chan struct{})
 	go func() {
-		var longest time.Duration
-		over := 0
-		defer func() { res <- [2]int64{int64(longest), int64(over)} }()
-		f, err := os.CreateTemp(dir, "stalls-")
+		defer close(finished)
+		p, err := newSyncProbe(dir)
 		if err != nil {
 			return
 		}
-		defer os.Remove(f.Name())
-		defer f.Close()
-		page := make([]byte, 4096)
-		for i := 0; i < 256; i++ { // written once, so the watch only overwrites
-			if _, err := f.WriteAt(page, int64(i)*4096); err != nil {
-				return
-			}
-		}
-		if f.Sync() != nil {
-			return
-		}
+		defer p.close()
 		t := time.NewTicker(20 * time.Millisecond)
 		defer t.Stop()
-		for i := 0; ; i++ {
+		for {
 			select {
 			case <-done:
 				return
 			case <-t.C:
 			}
-			start := time.Now()
-			if _, err := f.WriteAt(page, int64(i%256)*4096); err != nil {
+			d, err := p.once()
+			if err != nil {
 				return
 			}
-			if syscall.Fdatasync(int(f.Fd())) != nil {
-				return
-			}
-			d := time.Since(start)
 			longest = max(longest, d)
 			if d > 10*time.Millisecond {
 				over++
@@ -459,7 +476,7 @@ func diskStalls(dir string) (stop func() (longest time.Duration, over10ms int)) 
 	}()
 	return func() (time.Duration, int) {
 		close(done)
-		r := <-res
-		return time.Duration(r[0]), int(r[1])
+		<-finished
+		return longest, over
 	}
 }
