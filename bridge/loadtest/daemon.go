@@ -458,12 +458,7 @@ func diskStalls(dir string) (stop func() (longest time.Duration, over10ms int)) 
 		defer p.close()
 		t := time.NewTicker(20 * time.Millisecond)
 		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-			}
+		for { // one sync at once, so even a short watch has a figure
 			d, err := p.once()
 			if err != nil {
 				return
@@ -471,6 +466,11 @@ func diskStalls(dir string) (stop func() (longest time.Duration, over10ms int)) 
 			longest = max(longest, d)
 			if d > 10*time.Millisecond {
 				over++
+			}
+			select {
+			case <-done:
+				return
+			case <-t.C:
 			}
 		}
 	}()

@@ -4,6 +4,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -211,5 +212,32 @@ func TestHistQuantile(t *testing.T) {
 	}
 	if got := histQuantile(after, after, h, 0.99); got != 0 {
 		t.Errorf("nothing counted: %v", got)
+	}
+}
+
+// The disk figures come from real syncs in the given directory, and the
+// probe leaves no file behind.
+func TestDiskProbes(t *testing.T) {
+	dir := t.TempDir()
+	p50, p99, err := syncLatency(dir, 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p50 <= 0 || p99 < p50 {
+		t.Errorf("syncLatency: p50 %v, p99 %v", p50, p99)
+	}
+	longest, over := diskStalls(dir)() // stopped at once: still one sync
+	if longest <= 0 || over < 0 {
+		t.Errorf("diskStalls: longest %v, %d over 10ms", longest, over)
+	}
+	if over > 0 && longest <= 10*time.Millisecond {
+		t.Errorf("diskStalls: %d over 10ms but the longest took %v", over, longest)
+	}
+	left, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) != 0 {
+		t.Errorf("probe files left behind: %v", left)
 	}
 }
