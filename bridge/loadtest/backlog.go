@@ -73,7 +73,7 @@ func (e *env) backlog() error {
 	if r.idle, err = p.memory(); err != nil {
 		return err
 	}
-	f := newFirer(p, e.o.conc)
+	f := e.firer(p, e.o.conc)
 	step(fmt.Sprintf("backlog: %d questions flat out while the LLM hangs", n))
 	r.intake = f.flatOut(shots, 30*time.Minute, false)
 	fmt.Fprintln(os.Stderr, "   ", r.intake)

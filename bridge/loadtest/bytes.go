@@ -123,7 +123,7 @@ func (e *env) bytesOn(name, db, label string, users []string) (bytesRun, error) 
 	if err != nil {
 		return r, err
 	}
-	f := newFirer(p, e.o.conc)
+	f := e.firer(p, e.o.conc)
 	step(fmt.Sprintf("bytes written: %d distinct callbacks flat out, store %s, LLM answering in %v", n, label, llmAnswerTime))
 	r.intake = f.flatOut(shots, 30*time.Minute, false)
 	w1, err := p.written()

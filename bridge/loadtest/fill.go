@@ -199,7 +199,7 @@ func (e *env) stored() error {
 	if e.rep.filledIdle, err = pf.memory(); err != nil {
 		return err
 	}
-	fe, ff := newFirer(pe, e.o.conc), newFirer(pf, e.o.conc)
+	fe, ff := e.firer(pe, e.o.conc), e.firer(pf, e.o.conc)
 	step(fmt.Sprintf("stored: %.0f/s for %v, %d times each, alternating empty and %d stored", e.o.rate, e.o.duration, e.o.reps, e.o.fill))
 	var empty, filled []result
 	for range max(e.o.reps, 1) {

@@ -122,6 +122,8 @@ type firer struct {
 	base string
 	conc int
 	srv  *proc // the server, for its CPU time
+	// timeline prints each paced run's latency second by second.
+	timeline bool
 }
 
 func newFirer(srv *proc, conc int) *firer {
@@ -191,7 +193,7 @@ func (f *firer) paced(shots []shot, rate float64, onSent func(i int, at time.Tim
 	}
 	close(ch)
 	wg.Wait()
-	if verbose {
+	if f.timeline {
 		timeline(lat, rate)
 	}
 	r := collect(status, lat, time.Since(start))
@@ -199,9 +201,14 @@ func (f *firer) paced(shots []shot, rate float64, onSent func(i int, at time.Tim
 	return r
 }
 
-// verbose prints a per-second latency timeline of paced runs.
-var verbose = os.Getenv("LOADTEST_TIMELINE") != ""
+// firer is a firer for p, printing timelines when -timeline asks.
+func (e *env) firer(p *proc, conc int) *firer {
+	f := newFirer(p, conc)
+	f.timeline = e.o.timeline
+	return f
+}
 
+// timeline prints a per-second latency timeline of a paced run.
 func timeline(lat []time.Duration, rate float64) {
 	per := int(rate)
 	for s := 0; s*per < len(lat); s++ {

@@ -103,6 +103,7 @@ type options struct {
 	profileFor     time.Duration
 	bin            string
 	keep           bool
+	timeline       bool
 	phases         map[string]bool
 	skip           map[string]bool
 }
@@ -154,6 +155,7 @@ func parseFlags(args []string) (options, string, error) {
 	fs.DurationVar(&o.profileFor, "profile-for", 5*time.Second, "profile phase: how long to sample the daemon at -rate, and again flat out")
 	fs.StringVar(&o.bin, "bin", "", "daemon binary (default: go build the module)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the working directory (stores, logs)")
+	fs.BoolVar(&o.timeline, "timeline", false, "print each paced run's latency second by second (a disk stall shows as one bad second)")
 	phases := fs.String("phases", "all", "comma-separated phases to run: "+strings.Join(allPhases, ", ")+" (or all)")
 	skip := fs.String("skip", "", "comma-separated runs to leave out: any phase, or flat, echo, first (parts of unpinned); fill means stored")
 	quick := fs.Bool("quick", false, "small counts for a check that everything works: -duration 2s -flat 2s -flat-shots 10000 -reps 1 -stream 100 -first 20 -fill 20000 -bytes-n 10000 -backlog 10000 -profile-for 2s (flags given explicitly win)")
@@ -423,7 +425,7 @@ func (e *env) ceiling() error {
 	if err != nil {
 		return err
 	}
-	f := newFirer(p, e.o.conc)
+	f := e.firer(p, e.o.conc)
 	f.flatOut(shots[:min(len(shots), 2000)], time.Second, true) // warm up connections
 	step("bare fasthttp: flat out")
 	e.rep.bareFlat = f.flatOut(shots, e.o.flat, true)
@@ -686,7 +688,7 @@ func (e *env) fresh() error {
 	if e.rep.idle, err = p.memory(); err != nil {
 		return err
 	}
-	f := newFirer(p, e.o.conc)
+	f := e.firer(p, e.o.conc)
 
 	step(fmt.Sprintf("daemon: %.0f/s for %v, %d times, LLM answering in %v", e.o.rate, e.o.duration, e.o.reps, llmAnswerTime))
 	if e.rep.paced, e.rep.pacedRuns, err = e.pacedRuns(f, base); err != nil {
@@ -766,7 +768,7 @@ func (e *env) firstMessage(p *proc) error {
 	e.mu.Unlock()
 	sentAt := make([]time.Time, len(shots))
 	step(fmt.Sprintf("daemon: first message, %d streamed answers at 20/s", len(shots)))
-	f := newFirer(p, 16)
+	f := e.firer(p, 16)
 	r := f.paced(shots, 20, func(i int, at time.Time) { sentAt[i] = at })
 	if r.failed > 0 {
 		return fmt.Errorf("first-message callbacks failed: %v", r)
@@ -857,7 +859,7 @@ func (e *env) streaming() error {
 			}
 		}
 	}()
-	f := newFirer(p, e.o.conc)
+	f := e.firer(p, e.o.conc)
 	r := f.paced(shots, 1000, nil)
 	derr := e.drain(base, 3*time.Minute)
 	close(stop)

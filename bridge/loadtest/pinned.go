@@ -44,7 +44,7 @@ func (e *env) pinnedRuns() error {
 		bp.stop()
 		return err
 	}
-	f := newFirer(bp, e.o.conc)
+	f := e.firer(bp, e.o.conc)
 	f.flatOut(shots[:min(len(shots), 2000)], time.Second, true)
 	step(fmt.Sprintf("pinned: bare fasthttp on CPU %s, flat out", e.o.pinDaemon))
 	e.rep.pinBare.flat = f.flatOut(shots, e.o.flat, true)
@@ -62,7 +62,7 @@ func (e *env) pinnedRuns() error {
 	}
 	defer p.stop()
 	time.Sleep(2 * time.Second)
-	f = newFirer(p, e.o.conc)
+	f = e.firer(p, e.o.conc)
 	step(fmt.Sprintf("pinned: daemon, %.0f/s for %v, %d times, LLM answering in %v", e.o.rate, e.o.duration, e.o.reps, llmAnswerTime))
 	if e.rep.pinDaemon.paced, e.rep.pinDaemon.pacedRuns, err = e.pacedRuns(f, base); err != nil {
 		return err

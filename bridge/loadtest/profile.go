@@ -62,7 +62,7 @@ func (e *env) profile() error {
 	if err != nil {
 		return err
 	}
-	f := newFirer(p, e.o.conc)
+	f := e.firer(p, e.o.conc)
 	f.flatOut(shots[:min(2000, len(shots))], time.Second, false) // warm up
 	if err := e.drain(base, time.Minute); err != nil {
 		return err
