@@ -126,7 +126,9 @@ type firer struct {
 	timeline bool
 }
 
-func newFirer(srv *proc, conc int) *firer {
+// firer returns a firer for srv over conc connections, printing
+// timelines when -timeline asks.
+func (e *env) firer(srv *proc, conc int) *firer {
 	addr := srv.addr
 	return &firer{
 		srv: srv,
@@ -134,8 +136,9 @@ func newFirer(srv *proc, conc int) *firer {
 			Addr: addr, MaxConns: conc, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second,
 			MaxIdemponentCallAttempts: 1,
 		},
-		base: "http://" + addr,
-		conc: conc,
+		base:     "http://" + addr,
+		conc:     conc,
+		timeline: e.o.timeline,
 	}
 }
 
@@ -199,13 +202,6 @@ func (f *firer) paced(shots []shot, rate float64, onSent func(i int, at time.Tim
 	r := collect(status, lat, time.Since(start))
 	r.cpu = f.srv.cpu() - cpu0
 	return r
-}
-
-// firer is a firer for p, printing timelines when -timeline asks.
-func (e *env) firer(p *proc, conc int) *firer {
-	f := newFirer(p, conc)
-	f.timeline = e.o.timeline
-	return f
 }
 
 // timeline prints a per-second latency timeline of a paced run.
